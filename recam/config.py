@@ -1,0 +1,161 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+Each YAML file under `configs/` names its schema first in `defaults` (Hydra's structured-config
+pattern), so a misspelt key or a wrong type fails at start. Defaults here are the reference values
+of `pipeline-spec.md` (PASCAL VOC, paper settings); the synthetic demo overrides them in
+`configs/experiment/demo.yaml`. Convert once at the entry (`OmegaConf.to_object`) and hand each
+function the slice it needs.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+IMAGENET_MEAN = [0.485, 0.456, 0.406]
+IMAGENET_STD = [0.229, 0.224, 0.225]
+
+
+@dataclass
+class StageSelect:
+    """Which stage `python -m recam.train stage=<name>` runs (`all` walks the whole pipeline)."""
+    name: str = MISSING
+
+
+@dataclass
+class RunConfig:
+    name: str = "default"          # experiment name: artifacts go to <root>/<name>/<stage>/
+    root: str = "outputs"
+    # Per-stage overrides of where an upstream stage's artifacts live, e.g. {cam: outputs/base/cam}
+    # to share one classifier across a lambda sweep.
+    inputs: dict[str, str] = field(default_factory=dict)
+    force: bool = False            # re-run a stage even if its outputs are up to date
+
+
+@dataclass
+class RuntimeConfig:
+    device: str = "auto"           # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    amp: bool = False              # CUDA autocast (bf16/fp16) in training and export
+    channels_last: bool = False
+    num_workers: int = 2           # DataLoader workers
+    threads: int = 0               # torch.set_num_threads; 0 keeps torch's default
+    deterministic: bool = False    # torch.use_deterministic_algorithms + cudnn.deterministic
+    cudnn_benchmark: bool = True
+    tf32: bool = True
+
+
+@dataclass
+class SyntheticParams:
+    """Generation parameters of the synthetic VOC-layout dataset (`recam/data/synthetic.py`)."""
+    seed: int = 0
+    n_train: int = 320             # images in the seg-train split (also the train_aug list)
+    n_val: int = 80
+    n_extra: int = 80              # train_aug-only images (the SBD part of VOC's train_aug)
+    min_size: int = 96             # shorter image side range
+    max_size: int = 160            # longer image side range
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING            # voc12 | synthetic
+    root: str = MISSING            # the VOC2012 folder: JPEGImages/ Annotations/ ImageSets/ SegmentationClass/
+    sbd_root: Optional[str] = None  # SBD's dataset/ folder (cls/, train.txt, val.txt), for train_aug
+    train_list: str = "train_aug"  # classifier training list
+    val_list: str = "val"          # classifier validation list
+    eval_split: str = "train"      # split whose GT scores seeds and masks
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
+    max_images: Optional[int] = None  # debug: keep only the first N ids of every list
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "resnet50_cam"
+    arch: str = "resnet50"         # any torchvision ResNet: resnet18/34/50/101/152
+    pretrained: str = "imagenet"   # imagenet | none | path to a state_dict (.pth)
+    output_stride: int = 16        # 16: layer4 stride 1, no dilation (reference); 8: dilated layer3/4
+    freeze_upto: str = "conv1"     # conv1 (ReCAM) | layer2 (IRN repo) | none
+    fixed_bn: bool = True          # BN always uses its running stats (reference); false trains BN (from scratch)
+
+
+@dataclass
+class PrepareStage:
+    overwrite: bool = False        # regenerate the synthetic dataset even if present
+
+
+@dataclass
+class TrainStage:
+    """Fields shared by the classifier training stages (spec §2.6 / §3.4)."""
+    batch_size: int = 16
+    epochs: int = 5
+    crop_size: int = 512
+    resize_long: list[int] = field(default_factory=lambda: [320, 640])
+    lr: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 1e-4         # the reference's *effective* SGD momentum (spec §2.5 quirk); 0.9 = deviation
+    poly_power: float = 0.9
+    max_steps: Optional[int] = None  # cap on optimizer steps per epoch (smoke runs); None = full epochs
+    val_batches: Optional[int] = None  # cap on validation batches; None = the whole val list
+    log_every: int = 10
+    grad_clip: Optional[float] = None
+
+
+@dataclass
+class CamStage(TrainStage):
+    head_lr_mult: float = 10.0     # classifier group lr = 10 x backbone lr
+
+
+@dataclass
+class RecamStage(TrainStage):
+    epochs: int = 4
+    lr: float = 5e-4               # SCE-head lr; backbone and BCE head run at backbone_lr_mult x lr
+    backbone_lr_mult: float = 0.1
+    loss_weight: float = 1.0       # lambda in L = BCE + lambda * SCE (0.1 on COCO)
+
+
+@dataclass
+class SeedsStage:
+    method: str = "recam"          # cam | recam
+    split: str = "train_aug"       # which list to export (the reference exports all of train_aug)
+    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
+    flip: bool = True
+    bucket_size: int = 8           # images of equal size per batched forward (1 = one at a time)
+    high_res_dtype: str = "float16"  # float16 halves the disk use; float32 for bit-level comparisons
+    num_shards: int = 1            # split the export over processes: this one does shard_index::num_shards
+    shard_index: int = 0
+    use_fused_weight: bool = True  # ReCAM: W (.) V as in the reference; false = W alone (COCO reference)
+
+
+@dataclass
+class EvalSeedsStage:
+    method: str = "recam"
+    split: str = "train"
+    threshold: Optional[float] = None  # fixed background threshold; None = 0.21 (recam) / 0.15 (cam)
+    sweep: list[float] = field(default_factory=lambda: [0.05, 0.60, 0.01])  # start, stop (inclusive), step
+
+
+@dataclass
+class Config:
+    stage: StageSelect = MISSING
+    dataset: DatasetConfig = MISSING
+    model: ModelConfig = MISSING
+    run: RunConfig = field(default_factory=RunConfig)
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    prepare: PrepareStage = field(default_factory=PrepareStage)
+    cam: CamStage = field(default_factory=CamStage)
+    recam: RecamStage = field(default_factory=RecamStage)
+    seeds: SeedsStage = field(default_factory=SeedsStage)
+    eval_seeds: EvalSeedsStage = field(default_factory=EvalSeedsStage)
+
+
+def register_configs() -> None:
+    """Store every schema (called by the entry point, never at import)."""
+    cs = ConfigStore.instance()
+    cs.store(name="base_config", node=Config)
+    cs.store(group="stage", name="base_stage", node=StageSelect)
+    cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
+    cs.store(group="model", name="base_model", node=ModelConfig)

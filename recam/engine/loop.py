@@ -1,0 +1,130 @@
+"""The training loop shared by the classifier stages: epochs over a loader, poly schedule,
+optional AMP, NaN guard, tqdm with loss / lr / images/s, per-epoch validation, `last.pt` every
+epoch and resume from it."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from recam.errors import RecamInputError
+
+log = logging.getLogger(__name__)
+
+StepFn = Callable[[nn.Module, dict], dict[str, torch.Tensor]]
+
+
+class NonFiniteLossError(RecamInputError):
+    """A NaN/inf loss: training stops naming the step and the batch's image ids."""
+
+
+def autocast(device: torch.device, enabled: bool):
+    """CUDA autocast when asked (bf16 where supported, else fp16); a no-op on CPU."""
+    if not enabled or device.type != "cuda":
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def steps_per_epoch(num_batches: int, max_steps: int | None) -> int:
+    return num_batches if max_steps is None else min(num_batches, max_steps)
+
+
+def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_fn: StepFn,
+                 optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, device: torch.device,
+                 checkpoint_dir: Path, checkpoint_extra: dict, validate: Callable[[nn.Module], dict],
+                 max_steps: int | None = None, amp: bool = False, grad_clip: float | None = None,
+                 desc: str = "train", log_every: int = 10, writer: Any = None) -> list[dict]:
+    """Train for `epochs`, resuming from `checkpoint_dir/last.pt` when it exists.
+
+    step_fn(model, batch) returns a dict of scalar tensors with the key "loss" (what is
+    back-propagated) and any parts worth logging. The scheduler is stepped once per optimizer step
+    (after it, as torch's schedulers expect). Returns the per-epoch history (train means,
+    validation metrics, images/s, seconds).
+    """
+    last = checkpoint_dir / "last.pt"
+    history: list[dict] = []
+    start_epoch = 0
+    if last.is_file():
+        state = load_checkpoint(last)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        history = state["history"]
+        start_epoch = state["epoch"] + 1
+        log.info("%s: resuming from %s after epoch %d", desc, last, state["epoch"] + 1)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda"
+                                  and not torch.cuda.is_bf16_supported())
+    n_steps = steps_per_epoch(len(loader), max_steps)
+    global_step = start_epoch * n_steps
+    for epoch in range(start_epoch, epochs):
+        if hasattr(loader.dataset, "set_epoch"):
+            loader.dataset.set_epoch(epoch)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        model.train()
+        sums: dict[str, float] = {}
+        seen, started = 0, time.time()
+        bar = tqdm(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        for step, batch in enumerate(loader):
+            if step >= n_steps:
+                break
+            batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+            with autocast(device, amp):
+                parts = step_fn(model, batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"recam: {desc} loss is {loss.item()} at epoch {epoch + 1} step {step} "
+                    f"(global step {global_step}), images {list(batch['id'])[:16]} - check these images "
+                    f"and labels or lower the learning rate; the last good checkpoint is {last}")
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            if grad_clip is not None:
+                scaler.unscale_(optimizer)
+                nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            scaler.step(optimizer)
+            scaler.update()
+            scheduler.step()
+            global_step += 1
+            size = len(batch["id"])
+            seen += size
+            for key, value in parts.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
+            rate = seen / max(time.time() - started, 1e-9)
+            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                            img_s=f"{rate:.1f}")
+            bar.update(1)
+            if writer is not None and global_step % log_every == 0:
+                for key, value in parts.items():
+                    writer.add_scalar(f"{desc}/{key}", float(value.detach()), global_step)
+                writer.add_scalar(f"{desc}/lr", optimizer.param_groups[0]["lr"], global_step)
+        bar.close()
+        seconds = time.time() - started
+        record = {"epoch": epoch + 1, "steps": global_step, "seconds": round(seconds, 2),
+                  "images_per_s": round(seen / max(seconds, 1e-9), 2)}
+        record.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
+        model.eval()
+        with torch.no_grad(), autocast(device, amp):
+            record.update({f"val_{k}": v for k, v in validate(model).items()})
+        history.append(record)
+        if writer is not None:
+            for key, value in record.items():
+                if key.startswith("val_") and isinstance(value, float) and math.isfinite(value):
+                    writer.add_scalar(f"{desc}/{key}", value, global_step)
+        log.info("%s epoch %d: %s", desc, epoch + 1,
+                 ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                               "scheduler": scheduler.state_dict(), "epoch": epoch, "step": global_step,
+                               "rng": rng_state(), "history": history, **checkpoint_extra})
+    return history

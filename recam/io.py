@@ -1,0 +1,176 @@
+"""Atomic writes and the readers/writers of every artifact format the pipeline uses.
+
+All writes go to `<name>.tmp` in the same folder and are moved into place with `os.replace`, so a
+killed process never leaves a half-written file under the final name (timm's checkpoint saver does
+the same). Formats are ones anyone can open: `.npz` (no pickle), palette PNG, JSON, markdown.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from recam.errors import RecamInputError
+
+
+def _voc_palette() -> list[int]:
+    """The standard VOC colour map: bits of the index interleaved into R, G, B at 128, 64, 32, ..."""
+    palette = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+VOC_PALETTE: list[int] = _voc_palette()  # 768 ints; index 255 is (224, 224, 192) as in VOC PNGs
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` via `path.tmp` + `os.replace` (creating parent folders)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_with(path: str | os.PathLike, write: Callable[[io.BytesIO], None]) -> None:
+    """Serialise with `write(buffer)` into memory, then write the bytes atomically."""
+    buffer = io.BytesIO()
+    write(buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    if not path.is_file():
+        raise RecamInputError(f"recam: {path} does not exist")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise RecamInputError(f"recam: {path} is not valid JSON ({err}); delete it and re-run the stage that wrote it") from err
+
+
+def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
+    """Save plain arrays to `.npz` (never pickled objects), atomically."""
+    atomic_write_with(path, lambda buf: np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()}))
+
+
+def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Load every array of an `.npz` with pickling disabled; a bad file gets one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecamInputError(f"recam: {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as err:  # zipfile/ValueError/OSError: the file is damaged
+        raise RecamInputError(f"recam: {path} cannot be read as .npz ({err}); delete it and re-run the stage that wrote it") from err
+
+
+def save_label_png(path: str | os.PathLike, label: np.ndarray, palette: bool = True) -> None:
+    """Save a uint8 label map (0..N, 255 = ignore) as a PNG, atomically.
+
+    With `palette=True` the PNG is a palette ('P') image in the VOC colours, so it is readable
+    in any viewer and still stores the raw index values (reading it back gives the same array).
+    """
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"label map must be 2-D, got shape {label.shape}")
+    image = Image.fromarray(label.astype(np.uint8), mode="P" if palette else "L")
+    if palette:
+        image.putpalette(VOC_PALETTE)
+    atomic_write_with(path, lambda buf: image.save(buf, format="PNG"))
+
+
+def load_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or grey) as its raw uint8 index values (H, W)."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecamInputError(f"recam: label file {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            if image.mode not in ("P", "L"):
+                raise RecamInputError(
+                    f"recam: {path} is a {image.mode} image, not a single-channel label PNG (palette or grey)")
+            return np.array(image, dtype=np.uint8)
+    except RecamInputError:
+        raise
+    except Exception as err:
+        raise RecamInputError(f"recam: label file {path} cannot be read ({err})") from err
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file as RGB uint8 (H, W, 3); a missing or corrupt file raises one clear line."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecamInputError(f"recam: image {path} does not exist")
+    try:
+        with Image.open(path) as image:
+            image.load()  # truncated files fail here (PIL's LOAD_TRUNCATED_IMAGES stays off)
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    except Exception as err:
+        raise RecamInputError(f"recam: image {path} is unreadable or corrupt ({err})") from err
+
+
+def save_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
+    pil = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB")
+    atomic_write_with(path, lambda buf: pil.save(buf, format="JPEG", quality=quality))
+
+
+def fingerprint(path: str | os.PathLike) -> str:
+    """Short sha256 of a file's bytes (used for `inputs.json`: what a stage was computed from)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table; floats with 4 decimals."""
+    def cell(value: Any) -> str:
+        return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def update_json(path: str | os.PathLike, updates: Mapping[str, Any]) -> dict:
+    """Read-modify-write a JSON dict atomically (used for `summary.json`)."""
+    path = Path(path)
+    data = read_json(path) if path.is_file() else {}
+    data.update(updates)
+    write_json(path, data)
+    return data

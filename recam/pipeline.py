@@ -1,0 +1,187 @@
+"""The stage table, the run-directory contract, and the one place with side effects on the runtime.
+
+`run_stage(cfg)` sets up the runtime once (seed, device, cudnn/TF32, threads) and dispatches
+through `STAGES`, a dict in plain sight. `stage=all` walks `PLAN` and skips every step whose
+recorded config and upstream fingerprints are unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recam.config import Config, RunConfig, RuntimeConfig
+from recam.errors import RecamInputError
+from recam.io import fingerprint, read_json, update_json, write_json, write_text
+
+log = logging.getLogger(__name__)
+
+# Which Makefile target / stage makes each artifact folder (named in "run X first" errors).
+MADE_BY = {"prepare": "prepare", "cam": "cam", "recam": "recam", "seeds": "seeds", "eval_seeds": "eval_seeds"}
+
+
+@dataclass
+class RunDir:
+    """Paths of one experiment's artifacts: `<root>/<name>/<stage>[/<method>]`.
+
+    Every stage asks this object for its own folder and for its inputs; nothing else builds
+    these paths. `inputs` (run.inputs) redirects an upstream stage to another folder, e.g. to share
+    one `cam` checkpoint across a sweep. `require()` records each upstream DONE fingerprint, which
+    `finish()` writes as `inputs.json`.
+    """
+    run: RunConfig
+    used_inputs: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def root(self) -> Path:
+        return Path(self.run.root) / self.run.name
+
+    @property
+    def summary_path(self) -> Path:
+        return self.root / "summary.json"
+
+    def stage_dir(self, stage: str, method: str | None = None) -> Path:
+        base = Path(self.run.inputs[stage]) if stage in self.run.inputs else self.root / stage
+        return base / method if method else base
+
+    def require(self, stage: str, method: str | None = None) -> Path:
+        """The folder of a finished upstream stage, or one clear error naming the stage to run."""
+        path = self.stage_dir(stage, method)
+        done = path / "DONE"
+        if not done.is_file():
+            what = f"stage={stage}" + (f" {stage}.method={method}" if method else "")
+            raise RecamInputError(
+                f"recam: {path} is not finished (no DONE file) - run `{what}` for experiment "
+                f"run.name={self.run.name} first (make {MADE_BY.get(stage, stage)} EXP=...)")
+        self.used_inputs[str(done)] = fingerprint(done)
+        return path
+
+    @staticmethod
+    def is_done(path: Path) -> bool:
+        return (path / "DONE").is_file()
+
+    def finish(self, path: Path, config_slice: dict, results: dict | None = None,
+               table: str | None = None) -> None:
+        """Write config.yaml-equivalent JSON, inputs.json, results.{json,md}, then DONE (last)."""
+        write_json(path / "config.json", config_slice)
+        write_json(path / "inputs.json", self.used_inputs)
+        if results is not None:
+            write_json(path / "results.json", results)
+        if table is not None:
+            write_text(path / "results.md", table)
+        write_json(path / "DONE", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "key": stage_key(config_slice, self.used_inputs)})
+
+    def add_summary(self, key: str, entry: dict) -> None:
+        """Add `<eval stage>/<method>` -> {miou, threshold, ...} to the experiment's summary.json."""
+        update_json(self.summary_path, {key: entry})
+
+
+def stage_key(config_slice: dict, inputs: dict) -> str:
+    blob = json.dumps({"config": config_slice, "inputs": inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def is_up_to_date(path: Path, config_slice: dict) -> bool:
+    """DONE exists, the config slice is the same, and every recorded upstream DONE is unchanged."""
+    if not (path / "DONE").is_file() or not (path / "inputs.json").is_file():
+        return False
+    inputs = read_json(path / "inputs.json")
+    for done, recorded in inputs.items():
+        if not Path(done).is_file() or fingerprint(done) != recorded:
+            return False
+    return read_json(path / "DONE").get("key") == stage_key(config_slice, inputs)
+
+
+def config_slice(cfg: Config, *sections: str) -> dict:
+    """The parts of the config a stage depends on, as plain JSON-able data."""
+    out = {}
+    for name in sections:
+        value: Any = cfg
+        for part in name.split("."):
+            value = getattr(value, part)
+        out[name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    return out
+
+
+def setup_runtime(runtime: RuntimeConfig) -> torch.device:
+    """Seed every RNG, choose the device, set cudnn/TF32/threads. Called once per stage run."""
+    random.seed(runtime.seed)
+    np.random.seed(runtime.seed)
+    torch.manual_seed(runtime.seed)
+    if runtime.threads > 0:
+        torch.set_num_threads(runtime.threads)
+    if runtime.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(runtime.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RecamInputError("recam: runtime.device=cuda but no CUDA device is visible - use runtime.device=auto or cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = runtime.cudnn_benchmark and not runtime.deterministic
+        torch.backends.cudnn.deterministic = runtime.deterministic
+        torch.backends.cuda.matmul.allow_tf32 = runtime.tf32
+        torch.backends.cudnn.allow_tf32 = runtime.tf32
+    if runtime.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    log.info("device %s, seed %d, torch %s", device, runtime.seed, torch.__version__)
+    return device
+
+
+StageFn = Callable[[Config, RunDir, torch.device], dict]
+
+
+def _stages() -> dict[str, StageFn]:
+    # Imported here so that importing recam.pipeline stays cheap and side-effect free.
+    from recam.stages import cam, eval_seeds, prepare, recam, report, seeds
+    return {"prepare": prepare.run, "cam": cam.run, "recam": recam.run, "seeds": seeds.run,
+            "eval_seeds": eval_seeds.run, "report": report.run}
+
+
+# `stage=all`: the steps of one experiment, in order, with the per-step overrides of the stage slice.
+PLAN: list[tuple[str, dict]] = [
+    ("prepare", {}),
+    ("cam", {}),
+    ("seeds", {"method": "cam"}),
+    ("eval_seeds", {"method": "cam"}),
+    ("recam", {}),
+    ("seeds", {"method": "recam"}),
+    ("eval_seeds", {"method": "recam"}),
+]
+
+
+def with_stage_overrides(cfg: Config, stage: str, overrides: dict) -> Config:
+    if not overrides:
+        return cfg
+    return dataclasses.replace(cfg, **{stage: dataclasses.replace(getattr(cfg, stage), **overrides)})
+
+
+def run_stage(cfg: Config) -> dict:
+    """Run `cfg.stage.name` (or every step of PLAN for `all`); returns the stage results."""
+    stages = _stages()
+    name = cfg.stage.name
+    if name != "all" and name not in stages:
+        raise RecamInputError(f"recam: unknown stage {name!r}; choose one of {', '.join(['all', *stages])}")
+    device = setup_runtime(cfg.runtime)
+    if name != "all":
+        return stages[name](cfg, RunDir(cfg.run), device)
+    results = {}
+    for step, overrides in PLAN:
+        step_cfg = with_stage_overrides(cfg, step, overrides)
+        label = step + (f"/{overrides['method']}" if "method" in overrides else "")
+        log.info("== %s ==", label)
+        started = time.time()
+        results[label] = stages[step](step_cfg, RunDir(cfg.run), device)
+        log.info("%s took %.1f s", label, time.time() - started)
+    results["report"] = stages["report"](cfg, RunDir(cfg.run), device)
+    return results

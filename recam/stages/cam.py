@@ -1,0 +1,62 @@
+"""Stage `cam`: the ResNet CAM classifier trained with multilabel soft-margin loss (spec §2)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from recam.config import Config
+from recam.data.datasets import ClassificationDataset
+from recam.engine.checkpoint import save_checkpoint
+from recam.engine.evaluate import evaluate_classifier
+from recam.engine.loop import steps_per_epoch, train_epochs
+from recam.engine.optim import make_poly_sgd
+from recam.io import markdown_table
+from recam.models.cam_net import build_cam_net
+from recam.pipeline import RunDir, config_slice
+from recam.stages.common import eval_loader, load_prepared, skip_if_done, tensorboard_writer, train_loader
+
+
+def bce_step(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
+    logits = model(batch["image"])["logits"]
+    return {"loss": F.multilabel_soft_margin_loss(logits.float(), batch["label"])}
+
+
+def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
+    stage, data_cfg = cfg.cam, cfg.dataset
+    out = rundir.stage_dir("cam")
+    data = load_prepared(rundir, data_cfg)
+    slice_ = config_slice(cfg, "dataset", "model", "cam", "runtime.seed")
+    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+        return done
+    common = dict(crop_size=stage.crop_size, resize_long=stage.resize_long, mean=data_cfg.mean, std=data_cfg.std,
+                  seed=cfg.runtime.seed)
+    train_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.train_list), data.labels, train=True, **common)
+    val_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.val_list), data.labels, train=False, **common)
+    loader = train_loader(train_set, stage.batch_size, cfg.runtime, device)
+    val = eval_loader(val_set, stage.batch_size, cfg.runtime, device)
+
+    model = build_cam_net(arch=cfg.model.arch, num_classes=len(data.class_names),
+                          output_stride=cfg.model.output_stride, fixed_bn=cfg.model.fixed_bn,
+                          pretrained=cfg.model.pretrained, freeze_upto=cfg.model.freeze_upto).to(device)
+    if cfg.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    max_step = stage.epochs * steps_per_epoch(len(loader), stage.max_steps)
+    optimizer, scheduler = make_poly_sgd(
+        model.param_groups(lr=stage.lr, head_lr_mult=stage.head_lr_mult, weight_decay=stage.weight_decay),
+        momentum=stage.momentum, max_step=max_step, power=stage.poly_power)
+    extra = {"config": slice_, "class_names": data.class_names}
+    history = train_epochs(
+        model=model, loader=loader, step_fn=bce_step, optimizer=optimizer, scheduler=scheduler,
+        epochs=stage.epochs, device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra,
+        validate=lambda m: evaluate_classifier(m, val, device, stage.val_batches), max_steps=stage.max_steps,
+        amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="cam", log_every=stage.log_every,
+        writer=tensorboard_writer(out))
+    save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
+    final = history[-1]
+    results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],
+               "train_images": len(train_set), "val_images": len(val_set), "max_step": max_step, "history": history}
+    table = "# cam: classifier training\n\n" + markdown_table(
+        ["epoch", "train loss", "val loss", "val mAP", "images/s"],
+        [[h["epoch"], h["train_loss"], h["val_loss"], h["val_map"], h["images_per_s"]] for h in history])
+    rundir.finish(out, slice_, results, table)
+    return results

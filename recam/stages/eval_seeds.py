@@ -1,0 +1,75 @@
+"""Stage `eval_seeds`: seed mIoU for a sweep of background thresholds in one pass (spec §5)."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recam.config import Config
+from recam.data.voc12 import load_mask
+from recam.errors import RecamInputError
+from recam.eval.metrics import ThresholdSweep, iou_from_confusion
+from recam.io import load_npz, markdown_table
+from recam.pipeline import RunDir, config_slice
+from recam.stages.common import load_prepared, skip_if_done
+
+# Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
+DEFAULT_THRESHOLD = {"recam": 0.21, "cam": 0.15}
+
+
+def sweep_thresholds(start: float, stop: float, step: float, fixed: float) -> np.ndarray:
+    """start..stop inclusive by step (rounded to 1e-6 so 0.21 is 0.21), plus the fixed value."""
+    grid = np.round(np.arange(start, stop + step / 2, step), 6)
+    return np.unique(np.append(grid, round(fixed, 6)))
+
+
+def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
+    stage, data_cfg = cfg.eval_seeds, cfg.dataset
+    data = load_prepared(rundir, data_cfg)
+    seeds = rundir.require("seeds", stage.method)
+    out = rundir.stage_dir("eval_seeds", stage.method)
+    slice_ = config_slice(cfg, "dataset", "eval_seeds")
+    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+        return done
+    fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
+    thresholds = sweep_thresholds(*stage.sweep, fixed)
+    sweep = ThresholdSweep(thresholds, num_labels=len(data.class_names) + 1)
+    ids = data.ids(stage.split)
+    for image_id in tqdm(ids, desc=f"eval_seeds/{stage.method}", unit="img", dynamic_ncols=True):
+        path = seeds / f"{image_id}.npz"
+        if not path.is_file():
+            raise RecamInputError(f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
+                                  f"contains eval_seeds.split={stage.split} (seeds.split)")
+        seed = load_npz(path)
+        gt = load_mask(data_cfg.root, image_id)
+        if gt[gt != 255].max(initial=0) > len(data.class_names):
+            raise RecamInputError(f"recam: ground truth of {image_id} has label {gt[gt != 255].max()} but the "
+                                  f"dataset has {len(data.class_names)} classes")
+        sweep.update(seed["high_res"].astype(np.float32), seed["keys"], gt)
+    res = sweep.results()
+    fixed_index = int(np.flatnonzero(np.isclose(thresholds, fixed))[0])
+    best = res["best_index"]
+    names = ["background", *data.class_names]
+    fixed_scores = iou_from_confusion(res["confusion"][fixed_index])
+    results = {
+        "method": stage.method, "split": stage.split, "images": len(ids),
+        "miou": res["best_miou"], "threshold": res["best_threshold"],
+        "miou_fixed": float(res["miou"][fixed_index]), "threshold_fixed": fixed,
+        "iou_best": dict(zip(names, res["iou"][best].tolist())),
+        "iou_fixed": dict(zip(names, res["iou"][fixed_index].tolist())),
+        "fp_fixed": dict(zip(names, fixed_scores["fp"].tolist())),
+        "fn_fixed": dict(zip(names, fixed_scores["fn"].tolist())),
+        "among_predfg_bg_fixed": float(res["among_predfg_bg"][fixed_index]),
+        "sweep": {f"{t:.2f}": float(m) for t, m in zip(thresholds, res["miou"])},
+    }
+    table = (f"# eval_seeds/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
+             f"mIoU {100 * results['miou']:.2f} at best t={results['threshold']:.2f}; "
+             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}\n\n"
+             + markdown_table(["class", "IoU (best t)", "IoU (fixed t)"],
+                              [[n, results["iou_best"][n], results["iou_fixed"][n]] for n in names])
+             + "\n" + markdown_table(["threshold", "mIoU"], [[t, m] for t, m in results["sweep"].items()]))
+    rundir.finish(out, slice_, results, table)
+    rundir.add_summary(f"eval_seeds/{stage.method}", {
+        "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)})
+    return results

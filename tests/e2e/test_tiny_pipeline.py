@@ -1,0 +1,116 @@
+"""All stages on a tiny synthetic set on CPU: prepare -> cam -> seeds/eval (CAM) -> recam ->
+seeds/eval (ReCAM); resume, skip-when-done and the summary contract."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from recam.engine.checkpoint import load_checkpoint, load_model_state
+from recam.errors import RecamInputError
+from recam.io import load_npz
+from recam.models.cam_net import build_cam_net
+from recam.pipeline import PLAN, RunDir, run_stage
+from tests.conftest import compose_config
+
+
+@pytest.fixture(scope="module")
+def tiny_all(tiny_run):
+    cfg = compose_config([*tiny_run, "stage=all"])
+    results = run_stage(cfg)
+    return cfg, results
+
+
+def test_all_stages_write_their_artifacts(tiny_all) -> None:
+    cfg, results = tiny_all
+    rundir = RunDir(cfg.run)
+    for stage, overrides in PLAN:
+        folder = rundir.stage_dir(stage, overrides.get("method"))
+        assert (folder / "DONE").is_file(), folder
+        assert (folder / "config.json").is_file() and (folder / "inputs.json").is_file()
+    summary = json.loads(rundir.summary_path.read_text())
+    for key in ("eval_seeds/cam", "eval_seeds/recam"):
+        assert 0.0 <= summary[key]["miou"] <= 1.0
+        assert 0.05 <= summary[key]["threshold"] <= 0.60
+    assert (rundir.root / "report.md").read_text().count("eval_seeds/") == 2
+
+
+def test_seed_files_follow_the_spec_format(tiny_all) -> None:
+    cfg, _ = tiny_all
+    rundir = RunDir(cfg.run)
+    prepared = rundir.stage_dir("prepare")
+    ids = (prepared / "train_aug.txt").read_text().split()
+    labels = dict(zip(*[v for v in np.load(prepared / "cls_labels.npz").values()]))
+    for method in ("cam", "recam"):
+        for image_id in ids[:4]:
+            seed = load_npz(rundir.stage_dir("seeds", method) / f"{image_id}.npz")
+            assert seed["keys"].dtype == np.int64
+            np.testing.assert_array_equal(seed["keys"], np.flatnonzero(labels[image_id]))
+            n, h4, w4 = seed["cam"].shape
+            _, height, width = seed["high_res"].shape
+            assert n == len(seed["keys"]) and (h4, w4) == ((height - 1) // 4 + 1, (width - 1) // 4 + 1)
+            assert seed["cam"].max() < 1.0 and seed["cam"].min() >= 0.0
+
+
+def test_checkpoint_loads_back_and_matches(tiny_all) -> None:
+    cfg, _ = tiny_all
+    path = RunDir(cfg.run).stage_dir("cam") / "model.pt"
+    checkpoint = load_checkpoint(path)
+    model = build_cam_net(arch=cfg.model.arch, num_classes=len(checkpoint["class_names"]), fixed_bn=cfg.model.fixed_bn)
+    load_model_state(model, checkpoint["model"], path)
+    model.eval()
+    x = torch.randn(1, 3, 48, 48)
+    assert model(x)["logits"].shape == (1, len(checkpoint["class_names"]))
+    last = load_checkpoint(path.parent / "checkpoints" / "last.pt")
+    assert last["epoch"] == cfg.cam.epochs - 1 and len(last["history"]) == cfg.cam.epochs
+    assert set(last) >= {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "class_names"}
+
+
+def test_second_run_skips_up_to_date_stages(tiny_all) -> None:
+    cfg, _ = tiny_all
+    done = RunDir(cfg.run).stage_dir("cam") / "DONE"
+    before = done.read_text()
+    run_stage(compose_config([f"run.root={cfg.run.root}", "run.name=tiny", f"dataset.root={cfg.dataset.root}",
+                              "debug=tiny", "stage=cam"]))
+    assert done.read_text() == before
+
+
+def test_changed_config_reruns_the_stage(tiny_all, tmp_path) -> None:
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
+    rundir = RunDir(compose_config(overrides).run)
+    before = (rundir.stage_dir("eval_seeds", "cam") / "DONE").read_text()
+    run_stage(compose_config([*overrides, "stage=eval_seeds", "eval_seeds.method=cam", "eval_seeds.threshold=0.3"]))
+    result = json.loads((rundir.stage_dir("eval_seeds", "cam") / "results.json").read_text())
+    assert result["threshold_fixed"] == 0.3
+    assert (rundir.stage_dir("eval_seeds", "cam") / "DONE").read_text() != before
+
+
+def test_interrupted_seed_export_resumes_to_the_same_files(tiny_all, tmp_path) -> None:
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny",
+                 "stage=seeds", "seeds.method=cam"]
+    folder = RunDir(compose_config(overrides).run).stage_dir("seeds", "cam")
+    clean = {p.name: load_npz(p) for p in folder.glob("*.npz")}
+    removed = sorted(folder.glob("*.npz"))[::2]
+    for path in removed:
+        path.unlink()
+    (folder / "DONE").unlink()
+    run_stage(compose_config(overrides))
+    assert (folder / "DONE").is_file()
+    for name, arrays in clean.items():
+        again = load_npz(folder / name)
+        for key in arrays:
+            np.testing.assert_array_equal(again[key], arrays[key])
+
+
+def test_stage_before_its_inputs_names_the_missing_stage(tmp_path) -> None:
+    cfg = compose_config([f"run.root={tmp_path}", "run.name=empty", "debug=tiny", "stage=recam"])
+    with pytest.raises(RecamInputError, match="stage=prepare"):
+        run_stage(cfg)
