@@ -102,6 +102,7 @@ class TrainStage:
     val_batches: Optional[int] = None  # cap on validation batches; None = the whole val list
     log_every: int = 10
     grad_clip: Optional[float] = None
+    keep_epochs: bool = False      # also keep every epoch's weights as checkpoints/epoch_<n>.pt
 
 
 @dataclass
@@ -115,6 +116,7 @@ class RecamStage(TrainStage):
     lr: float = 5e-4               # SCE-head lr; backbone and BCE head run at backbone_lr_mult x lr
     backbone_lr_mult: float = 0.1
     loss_weight: float = 1.0       # lambda in L = BCE + lambda * SCE (0.1 on COCO)
+    keep_epochs: bool = True       # the reference saves every epoch's weights (spec §3.4)
 
 
 @dataclass
@@ -128,6 +130,7 @@ class SeedsStage:
     num_shards: int = 1            # split the export over processes: this one does shard_index::num_shards
     shard_index: int = 0
     use_fused_weight: bool = True  # ReCAM: W (.) V as in the reference; false = W alone (COCO reference)
+    checkpoint_epoch: Optional[int] = None  # export from checkpoints/epoch_<n>.pt (keep_epochs); None = final weights
 
 
 @dataclass

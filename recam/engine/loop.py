@@ -43,19 +43,24 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
                  optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, device: torch.device,
                  checkpoint_dir: Path, checkpoint_extra: dict, validate: Callable[[nn.Module], dict],
                  max_steps: int | None = None, amp: bool = False, grad_clip: float | None = None,
-                 desc: str = "train", log_every: int = 10, writer: Any = None) -> list[dict]:
+                 desc: str = "train", log_every: int = 10, writer: Any = None,
+                 keep_epochs: bool = False) -> list[dict]:
     """Train for `epochs`, resuming from `checkpoint_dir/last.pt` when it exists.
 
     step_fn(model, batch) returns a dict of scalar tensors with the key "loss" (what is
     back-propagated) and any parts worth logging. The scheduler is stepped once per optimizer step
-    (after it, as torch's schedulers expect). Returns the per-epoch history (train means,
+    (after it, as torch's schedulers expect). With keep_epochs, the weights of every epoch are
+    also kept as `epoch_<n>.pt` (the reference saves ReCAM weights per epoch). Returns the per-epoch history (train means,
     validation metrics, images/s, seconds).
     """
     last = checkpoint_dir / "last.pt"
     history: list[dict] = []
     start_epoch = 0
-    if last.is_file():
-        state = load_checkpoint(last)
+    state = load_checkpoint(last) if last.is_file() else None
+    if state is not None and state.get("config") != checkpoint_extra.get("config"):
+        log.warning("%s: %s was written with another config - starting over", desc, last)
+        state = None
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -127,4 +132,7 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
         save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": global_step,
                                "rng": rng_state(), "history": history, **checkpoint_extra})
+        if keep_epochs:
+            save_checkpoint(checkpoint_dir / f"epoch_{epoch + 1}.pt",
+                            {"model": model.state_dict(), "epoch": epoch, **checkpoint_extra})
     return history

@@ -57,7 +57,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         epochs=stage.epochs, device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra,
         validate=lambda m: evaluate_classifier(m.cam_net, val, device, stage.val_batches),
         max_steps=stage.max_steps, amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="recam",
-        log_every=stage.log_every, writer=tensorboard_writer(out))
+        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs)
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
     results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],

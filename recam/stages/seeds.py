@@ -9,6 +9,7 @@ skipped, so an interrupted export resumes; `num_shards`/`shard_index` split it o
 from __future__ import annotations
 
 import logging
+import os
 
 import numpy as np
 import torch
@@ -37,7 +38,12 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: 
     method = cfg.seeds.method
     if method not in METHODS:
         raise RecamInputError(f"recam: seeds.method={method!r} is not one of {', '.join(METHODS)}")
-    source = rundir.require(method) / "model.pt"
+    folder = rundir.require(method)
+    epoch = cfg.seeds.checkpoint_epoch
+    source = folder / "model.pt" if epoch is None else folder / "checkpoints" / f"epoch_{epoch}.pt"
+    if not source.is_file():
+        raise RecamInputError(f"recam: {source} does not exist - seeds.checkpoint_epoch={epoch} needs "
+                              f"{method}.keep_epochs=true and at least {epoch} epochs")
     cam_net = build_cam_net(arch=cfg.model.arch, num_classes=num_classes, output_stride=cfg.model.output_stride,
                             fixed_bn=cfg.model.fixed_bn, pretrained="none", freeze_upto=cfg.model.freeze_upto)
     checkpoint = load_checkpoint(source)
@@ -81,9 +87,13 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
-    todo = [i for i in all_ids[stage.shard_index::stage.num_shards] if not (out / f"{i}.npz").is_file()]
-    log.info("seeds/%s: %d of %d images to export (shard %d/%d)", stage.method, len(todo), len(all_ids),
-             stage.shard_index, stage.num_shards)
+    shards, shard = stage.num_shards, stage.shard_index
+    if shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: one shard per rank
+        shards, shard = int(os.environ["WORLD_SIZE"]), int(os.environ.get("RANK", "0"))
+    if not 0 <= shard < shards:
+        raise RecamInputError(f"recam: seeds.shard_index={shard} is outside 0..{shards - 1} (seeds.num_shards)")
+    todo = [i for i in all_ids[shard::shards] if not (out / f"{i}.npz").is_file()]
+    log.info("seeds/%s: %d of %d images to export (shard %d/%d)", stage.method, len(todo), len(all_ids), shard, shards)
     dataset = MultiScaleDataset(data_cfg.root, todo, data.labels, stage.scales, data_cfg.mean, data_cfg.std)
     buckets = size_buckets([image_size(data_cfg.root, i) for i in todo], stage.bucket_size)
     loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=collate_multiscale,

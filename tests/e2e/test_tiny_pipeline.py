@@ -68,6 +68,8 @@ def test_checkpoint_loads_back_and_matches(tiny_all) -> None:
     last = load_checkpoint(path.parent / "checkpoints" / "last.pt")
     assert last["epoch"] == cfg.cam.epochs - 1 and len(last["history"]) == cfg.cam.epochs
     assert set(last) >= {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "class_names"}
+    recam_dir = RunDir(cfg.run).stage_dir("recam") / "checkpoints"
+    assert sorted(p.name for p in recam_dir.glob("epoch_*.pt")) == [f"epoch_{e + 1}.pt" for e in range(cfg.recam.epochs)]
 
 
 def test_second_run_skips_up_to_date_stages(tiny_all) -> None:
@@ -114,3 +116,15 @@ def test_stage_before_its_inputs_names_the_missing_stage(tmp_path) -> None:
     cfg = compose_config([f"run.root={tmp_path}", "run.name=empty", "debug=tiny", "stage=recam"])
     with pytest.raises(RecamInputError, match="stage=prepare"):
         run_stage(cfg)
+
+
+def test_seeds_from_an_epoch_checkpoint_equal_the_final_weights(tiny_all, tmp_path) -> None:
+    """seeds.checkpoint_epoch=<last epoch> exports the same seeds as the final model.pt."""
+    cfg, _ = tiny_all
+    overrides = [f"run.root={cfg.run.root}", "run.name=tiny", f"dataset.root={cfg.dataset.root}", "debug=tiny",
+                 f"+run.inputs.seeds={tmp_path / 'seeds'}", "stage=seeds", "seeds.method=recam",
+                 f"seeds.checkpoint_epoch={cfg.recam.epochs}"]
+    run_stage(compose_config(overrides))
+    final = RunDir(cfg.run).stage_dir("seeds", "recam")
+    for path in sorted((tmp_path / "seeds" / "recam").glob("*.npz"))[:3]:
+        np.testing.assert_array_equal(load_npz(path)["high_res"], load_npz(final / path.name)["high_res"])

@@ -36,7 +36,7 @@ class Blobs(Dataset):
         return {"image": self.images[i], "label": self.labels[i], "id": f"img{i}"}
 
 
-def _train(tmp_path, epochs: int, step_fn=bce_step, seed: int = 0):
+def _train(tmp_path, epochs: int, step_fn=bce_step, seed: int = 0, config: dict | None = None):
     torch.manual_seed(seed)
     model = build_cam_net(arch="resnet18", num_classes=3, fixed_bn=False)
     loader = DataLoader(Blobs(), batch_size=8, shuffle=False, drop_last=True)
@@ -44,7 +44,7 @@ def _train(tmp_path, epochs: int, step_fn=bce_step, seed: int = 0):
                                          momentum=0.9, max_step=6 * len(loader), power=0.9)
     history = train_epochs(model=model, loader=loader, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler,
                            epochs=epochs, device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                           checkpoint_extra={}, validate=lambda m: {}, desc="test")
+                           checkpoint_extra={"config": config}, validate=lambda m: {}, desc="test")
     return model, history
 
 
@@ -69,3 +69,11 @@ def test_nan_loss_stops_naming_step_and_images(tmp_path) -> None:
 
     with pytest.raises(NonFiniteLossError, match=r"step 0.*img0"):
         _train(tmp_path, epochs=1, step_fn=nan_step)
+
+
+def test_checkpoint_of_another_config_is_not_resumed(tmp_path) -> None:
+    _train(tmp_path, epochs=1, config={"lr": 1})
+    _, history = _train(tmp_path, epochs=2, config={"lr": 2})
+    assert [h["epoch"] for h in history] == [1, 2]          # started over, not resumed after epoch 1
+    _, history = _train(tmp_path, epochs=3, config={"lr": 2})
+    assert [h["epoch"] for h in history] == [1, 2, 3]       # same config: resumed (history kept)
