@@ -88,18 +88,17 @@ class RunDir:
 
 
 def stage_key(config_slice: dict, inputs: dict) -> str:
-    blob = json.dumps({"config": config_slice, "inputs": inputs}, sort_keys=True, default=str)
+    """Hash of a stage's config slice and its upstream DONE fingerprints (not their paths, so a
+    copied or moved run directory keeps its keys)."""
+    blob = json.dumps({"config": config_slice, "inputs": sorted(inputs.values())}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def is_up_to_date(path: Path, config_slice: dict) -> bool:
-    """DONE exists, the config slice is the same, and every recorded upstream DONE is unchanged."""
-    if not (path / "DONE").is_file() or not (path / "inputs.json").is_file():
+def is_up_to_date(path: Path, config_slice: dict, inputs: dict) -> bool:
+    """DONE exists and was made from this config slice and these upstream DONE fingerprints
+    (`inputs`: what `RunDir.require` recorded in this run)."""
+    if not (path / "DONE").is_file():
         return False
-    inputs = read_json(path / "inputs.json")
-    for done, recorded in inputs.items():
-        if not Path(done).is_file() or fingerprint(done) != recorded:
-            return False
     return read_json(path / "DONE").get("key") == stage_key(config_slice, inputs)
 
 
@@ -114,11 +113,17 @@ def config_slice(cfg: Config, *sections: str) -> dict:
     return out
 
 
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch. Done before every stage, so a stage's random initialisation
+    (e.g. the ReCAM predictor) does not depend on which stages ran before it in the same process."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
 def setup_runtime(runtime: RuntimeConfig) -> torch.device:
-    """Seed every RNG, choose the device, set cudnn/TF32/threads. Called once per stage run."""
-    random.seed(runtime.seed)
-    np.random.seed(runtime.seed)
-    torch.manual_seed(runtime.seed)
+    """Seed every RNG, choose the device, set cudnn/TF32/threads. Called once per process."""
+    seed_everything(runtime.seed)
     if runtime.threads > 0:
         torch.set_num_threads(runtime.threads)
     if runtime.device == "auto":
@@ -181,6 +186,7 @@ def run_stage(cfg: Config) -> dict:
         label = step + (f"/{overrides['method']}" if "method" in overrides else "")
         log.info("== %s ==", label)
         started = time.time()
+        seed_everything(cfg.runtime.seed)
         results[label] = stages[step](step_cfg, RunDir(cfg.run), device)
         log.info("%s took %.1f s", label, time.time() - started)
     results["report"] = stages["report"](cfg, RunDir(cfg.run), device)

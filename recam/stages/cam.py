@@ -5,15 +5,14 @@ import torch
 import torch.nn.functional as F
 
 from recam.config import Config
-from recam.data.datasets import ClassificationDataset
 from recam.engine.checkpoint import save_checkpoint
 from recam.engine.evaluate import evaluate_classifier
 from recam.engine.loop import steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.io import markdown_table
-from recam.models.cam_net import build_cam_net
 from recam.pipeline import RunDir, config_slice
-from recam.stages.common import eval_loader, load_prepared, skip_if_done, tensorboard_writer, train_loader
+from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared, begin_stage,
+                                 tensorboard_writer)
 
 
 def bce_step(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
@@ -22,22 +21,14 @@ def bce_step(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
-    stage, data_cfg = cfg.cam, cfg.dataset
+    stage = cfg.cam
     out = rundir.stage_dir("cam")
-    data = load_prepared(rundir, data_cfg)
+    data = load_prepared(rundir, cfg.dataset)
     slice_ = config_slice(cfg, "dataset", "model", "cam", "runtime.seed")
-    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
-    common = dict(crop_size=stage.crop_size, resize_long=stage.resize_long, mean=data_cfg.mean, std=data_cfg.std,
-                  seed=cfg.runtime.seed)
-    train_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.train_list), data.labels, train=True, **common)
-    val_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.val_list), data.labels, train=False, **common)
-    loader = train_loader(train_set, stage.batch_size, cfg.runtime, device)
-    val = eval_loader(val_set, stage.batch_size, cfg.runtime, device)
-
-    model = build_cam_net(arch=cfg.model.arch, num_classes=len(data.class_names),
-                          output_stride=cfg.model.output_stride, fixed_bn=cfg.model.fixed_bn,
-                          pretrained=cfg.model.pretrained, freeze_upto=cfg.model.freeze_upto).to(device)
+    loader, val = classifier_loaders(cfg, data, stage, device)
+    model = cam_net_from_config(cfg.model, len(data.class_names)).to(device)
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     max_step = stage.epochs * steps_per_epoch(len(loader), stage.max_steps)
@@ -54,7 +45,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
     results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],
-               "train_images": len(train_set), "val_images": len(val_set), "max_step": max_step, "history": history}
+               "train_images": len(loader.dataset), "val_images": len(val.dataset), "max_step": max_step, "history": history}
     table = "# cam: classifier training\n\n" + markdown_table(
         ["epoch", "train loss", "val loss", "val mAP", "images/s"],
         [[h["epoch"], h["train_loss"], h["val_loss"], h["val_map"], h["images_per_s"]] for h in history])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,12 +10,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from recam.config import DatasetConfig, RuntimeConfig
+from recam.config import Config, DatasetConfig, ModelConfig, RuntimeConfig, TrainStage
+from recam.data.datasets import ClassificationDataset
 from recam.data.splits import load_cls_labels
 from recam.data.voc12 import read_id_list
 from recam.errors import RecamInputError
-from recam.pipeline import RunDir, config_slice, is_up_to_date
-from recam.io import read_json
+from recam.models.cam_net import CamNet, build_cam_net
+from recam.io import read_json, write_json
+from recam.pipeline import RunDir, config_slice, is_up_to_date, stage_key
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +47,28 @@ def load_prepared(rundir: RunDir, dataset: DatasetConfig) -> Prepared:
     return Prepared(folder, labels, class_names, dataset.max_images)
 
 
-def skip_if_done(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | None:
-    """Results of an up-to-date earlier run of this stage (same config and inputs), else None."""
-    if not force and is_up_to_date(out, slice_):
+def begin_stage(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | None:
+    """Start (or skip) a stage whose artifacts go to `out`; call it after every `rundir.require`.
+
+    - Finished with the same config slice and upstream fingerprints: returns the earlier results
+      (the caller returns them; nothing runs), unless `force`.
+    - Interrupted (no DONE) by a run with the same slice and inputs: returns None and leaves the
+      folder as it is, so the stage resumes (checkpoints, per-image files).
+    - Otherwise (finished or interrupted with another config or other inputs, or `force`): the
+      folder's files are stale; they are removed and the stage starts from scratch.
+    `started.json` records the key of the run that owns the folder.
+    """
+    if not force and is_up_to_date(out, slice_, rundir.used_inputs):
         log.info("%s is up to date (same config and inputs) - skipping; run.force=true re-runs it", out)
         return read_json(out / "results.json") if (out / "results.json").is_file() else {}
-    if (out / "DONE").is_file():
-        (out / "DONE").unlink()  # the config or the inputs changed: this folder is stale now
+    key = stage_key(slice_, rundir.used_inputs)
+    started = out / "started.json"
+    resumable = (not force and not (out / "DONE").is_file() and started.is_file()
+                 and read_json(started).get("key") == key)
+    if out.is_dir() and any(out.iterdir()) and not resumable:
+        log.info("%s holds the outputs of another config or other inputs - removing them", out)
+        shutil.rmtree(out)
+    write_json(started, {"key": key, "config": slice_, "inputs": rundir.used_inputs})
     return None
 
 
@@ -71,6 +89,27 @@ def eval_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, devic
                       num_workers=runtime.num_workers, pin_memory=device.type == "cuda")
 
 
+def classifier_loaders(cfg: Config, data: Prepared, stage: TrainStage,
+                       device: torch.device) -> tuple[DataLoader, DataLoader]:
+    """(train, val) loaders of the classifier stages: dataset.train_list with the random
+    augmentation of spec §1.6, dataset.val_list with the top-left crop."""
+    common = dict(crop_size=stage.crop_size, resize_long=stage.resize_long, mean=cfg.dataset.mean,
+                  std=cfg.dataset.std, seed=cfg.runtime.seed)
+    root = cfg.dataset.root
+    train_set = ClassificationDataset(root, data.ids(cfg.dataset.train_list), data.labels, train=True, **common)
+    val_set = ClassificationDataset(root, data.ids(cfg.dataset.val_list), data.labels, train=False, **common)
+    return (train_loader(train_set, stage.batch_size, cfg.runtime, device),
+            eval_loader(val_set, stage.batch_size, cfg.runtime, device))
+
+
+def cam_net_from_config(model: ModelConfig, num_classes: int, *, pretrained: str | None = None) -> CamNet:
+    """The CAM network of `model`; `pretrained` overrides model.pretrained ("none" when a
+    checkpoint replaces every weight anyway, so no ImageNet file is needed)."""
+    return build_cam_net(arch=model.arch, num_classes=num_classes, output_stride=model.output_stride,
+                         fixed_bn=model.fixed_bn, pretrained=model.pretrained if pretrained is None else pretrained,
+                         freeze_upto=model.freeze_upto)
+
+
 def tensorboard_writer(folder: Path):
     """A TensorBoard SummaryWriter in `folder/tb`, or None when tensorboard is not installed."""
     try:
@@ -81,5 +120,5 @@ def tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder / "tb"))
 
 
-__all__ = ["Prepared", "load_prepared", "skip_if_done", "train_loader", "eval_loader", "config_slice",
-           "tensorboard_writer"]
+__all__ = ["Prepared", "load_prepared", "begin_stage", "train_loader", "eval_loader", "config_slice",
+           "classifier_loaders", "cam_net_from_config", "tensorboard_writer"]

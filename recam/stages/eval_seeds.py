@@ -11,7 +11,7 @@ from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion
 from recam.io import load_npz, markdown_table
 from recam.pipeline import RunDir, config_slice
-from recam.stages.common import load_prepared, skip_if_done
+from recam.stages.common import load_prepared, begin_stage
 
 # Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
 DEFAULT_THRESHOLD = {"recam": 0.21, "cam": 0.15}
@@ -29,7 +29,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_seeds", stage.method)
     slice_ = config_slice(cfg, "dataset", "eval_seeds")
-    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
     thresholds = sweep_thresholds(*stage.sweep, fixed)

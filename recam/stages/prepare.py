@@ -10,7 +10,7 @@ from recam.data.splits import prepare_voc12
 from recam.data.synthetic import generate_synthetic
 from recam.io import markdown_table
 from recam.pipeline import RunDir, config_slice
-from recam.stages.common import skip_if_done
+from recam.stages.common import begin_stage
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("prepare")
     slice_ = config_slice(cfg, "dataset")
-    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     if cfg.dataset.name == "synthetic":
         info = generate_synthetic(cfg.dataset.root, cfg.dataset.synthetic, overwrite=cfg.prepare.overwrite)

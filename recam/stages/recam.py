@@ -4,38 +4,28 @@ from __future__ import annotations
 import torch
 
 from recam.config import Config
-from recam.data.datasets import ClassificationDataset
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state, save_checkpoint
 from recam.engine.evaluate import evaluate_classifier
 from recam.engine.loop import steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.io import markdown_table
-from recam.models.cam_net import build_cam_net
 from recam.models.recam_net import RecamNet
 from recam.pipeline import RunDir, config_slice
-from recam.stages.common import eval_loader, load_prepared, skip_if_done, tensorboard_writer, train_loader
+from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared, begin_stage,
+                                 tensorboard_writer)
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
-    stage, data_cfg = cfg.recam, cfg.dataset
+    stage = cfg.recam
     out = rundir.stage_dir("recam")
-    data = load_prepared(rundir, data_cfg)
+    data = load_prepared(rundir, cfg.dataset)
     cam_dir = rundir.require("cam")
     slice_ = config_slice(cfg, "dataset", "model", "recam", "runtime.seed")
-    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
-    common = dict(crop_size=stage.crop_size, resize_long=stage.resize_long, mean=data_cfg.mean, std=data_cfg.std,
-                  seed=cfg.runtime.seed)
-    train_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.train_list), data.labels, train=True, **common)
-    val_set = ClassificationDataset(data_cfg.root, data.ids(data_cfg.val_list), data.labels, train=False, **common)
-    loader = train_loader(train_set, stage.batch_size, cfg.runtime, device)
-    val = eval_loader(val_set, stage.batch_size, cfg.runtime, device)
-
-    # The stage-1 weights, loaded strictly; the backbone is built without ImageNet weights
-    # because the checkpoint replaces all of them.
-    cam_net = build_cam_net(arch=cfg.model.arch, num_classes=len(data.class_names),
-                            output_stride=cfg.model.output_stride, fixed_bn=cfg.model.fixed_bn,
-                            pretrained="none", freeze_upto=cfg.model.freeze_upto)
+    loader, val = classifier_loaders(cfg, data, stage, device)
+    # The stage-1 weights, loaded strictly; no ImageNet file is needed since they replace all of them.
+    cam_net = cam_net_from_config(cfg.model, len(data.class_names), pretrained="none")
     checkpoint = load_checkpoint(cam_dir / "model.pt")
     check_class_names(checkpoint, data.class_names, cam_dir / "model.pt")
     load_model_state(cam_net, checkpoint["model"], cam_dir / "model.pt")

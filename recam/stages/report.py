@@ -25,9 +25,11 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
                          f"{r['images_per_s']:.1f} images/s (last epoch)")
     summary = read_json(rundir.summary_path) if rundir.summary_path.is_file() else {}
     if summary:
-        rows = [[key, f"{100 * e['miou']:.2f}", e.get("threshold", "-"),
-                 f"{100 * e['miou_fixed']:.2f}" if "miou_fixed" in e else "-", e.get("threshold_fixed", "-")]
-                for key, e in summary.items()]
+        def fmt(value, scale: float = 1.0, digits: int = 2) -> str:
+            return "-" if value is None else f"{scale * value:.{digits}f}"
+
+        rows = [[key, fmt(e["miou"], 100), fmt(e.get("threshold")), fmt(e.get("miou_fixed"), 100),
+                 fmt(e.get("threshold_fixed"))] for key, e in summary.items()]
         lines += ["", markdown_table(["artifact", "mIoU % (best t)", "best t", "mIoU % (fixed t)", "fixed t"], rows)]
     text = "\n".join(lines) + "\n"
     write_text(rundir.root / "report.md", text)

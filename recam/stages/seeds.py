@@ -23,10 +23,10 @@ from recam.engine.checkpoint import check_class_names, load_checkpoint, load_mod
 from recam.engine.loop import autocast
 from recam.errors import RecamInputError
 from recam.io import save_npz
-from recam.models.cam_net import CamNet, build_cam_net
+from recam.models.cam_net import CamNet
 from recam.models.recam_net import RecamNet
 from recam.pipeline import RunDir, config_slice
-from recam.stages.common import load_prepared, skip_if_done
+from recam.stages.common import cam_net_from_config, load_prepared, begin_stage
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: 
     if not source.is_file():
         raise RecamInputError(f"recam: {source} does not exist - seeds.checkpoint_epoch={epoch} needs "
                               f"{method}.keep_epochs=true and at least {epoch} epochs")
-    cam_net = build_cam_net(arch=cfg.model.arch, num_classes=num_classes, output_stride=cfg.model.output_stride,
-                            fixed_bn=cfg.model.fixed_bn, pretrained="none", freeze_upto=cfg.model.freeze_upto)
+    cam_net = cam_net_from_config(cfg.model, num_classes, pretrained="none")
     checkpoint = load_checkpoint(source)
     check_class_names(checkpoint, class_names, source)
     if method == "cam":
@@ -80,7 +79,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ("num_shards", "shard_index", "bucket_size")}
-    if (done := skip_if_done(rundir, out, slice_, cfg.run.force)) is not None:
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
     weight = weight.to(device)

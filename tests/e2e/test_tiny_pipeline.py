@@ -128,3 +128,32 @@ def test_seeds_from_an_epoch_checkpoint_equal_the_final_weights(tiny_all, tmp_pa
     final = RunDir(cfg.run).stage_dir("seeds", "recam")
     for path in sorted((tmp_path / "seeds" / "recam").glob("*.npz"))[:3]:
         np.testing.assert_array_equal(load_npz(path)["high_res"], load_npz(final / path.name)["high_res"])
+
+
+def test_changed_upstream_reruns_downstream_from_scratch(tiny_all, tmp_path) -> None:
+    """A new lambda re-trains recam, then re-exports (not resumes) its seeds; CAM stages stay."""
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
+    rundir = RunDir(compose_config(overrides).run)
+    cam_done = (rundir.stage_dir("seeds", "cam") / "DONE").read_text()
+    files = sorted(rundir.stage_dir("seeds", "recam").glob("*.npz"))
+    written = {p.name: p.stat().st_mtime_ns for p in files}
+    run_stage(compose_config([*overrides, "stage=all", "recam.loss_weight=5.0"]))
+    assert (rundir.stage_dir("seeds", "cam") / "DONE").read_text() == cam_done
+    config = json.loads((rundir.stage_dir("seeds", "recam") / "started.json").read_text())
+    assert config["config"]["seeds"]["method"] == "recam"
+    for path in files:   # every file was exported again, none kept from the stale run
+        assert path.stat().st_mtime_ns > written[path.name]
+
+
+def test_a_stage_alone_equals_the_same_stage_inside_all(tiny_all, tmp_path) -> None:
+    """Each stage is seeded on its own: recam re-run alone gives the weights it got in stage=all."""
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
+    run_stage(compose_config([*overrides, "stage=recam", "run.force=true"]))
+    alone = load_checkpoint(tmp_path / "copy" / "recam" / "model.pt")["model"]
+    inside = load_checkpoint(RunDir(cfg.run).stage_dir("recam") / "model.pt")["model"]
+    for key, value in inside.items():
+        torch.testing.assert_close(alone[key], value, msg=key)
