@@ -26,10 +26,6 @@ from recam.io import fingerprint, read_json, update_json, write_json, write_text
 
 log = logging.getLogger(__name__)
 
-# Which Makefile target / stage makes each artifact folder (named in "run X first" errors).
-MADE_BY = {"prepare": "prepare", "cam": "cam", "recam": "recam", "seeds": "seeds", "eval_seeds": "eval_seeds"}
-
-
 @dataclass
 class RunDir:
     """Paths of one experiment's artifacts: `<root>/<name>/<stage>[/<method>]`.
@@ -62,7 +58,7 @@ class RunDir:
             what = f"stage={stage}" + (f" {stage}.method={method}" if method else "")
             raise RecamInputError(
                 f"recam: {path} is not finished (no DONE file) - run `{what}` for experiment "
-                f"run.name={self.run.name} first (make {MADE_BY.get(stage, stage)} EXP=...)")
+                f"run.name={self.run.name} first (make {stage} EXP=...)")
         self.used_inputs[str(done)] = fingerprint(done)
         return path
 
