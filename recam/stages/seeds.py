@@ -74,6 +74,8 @@ def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage, data_cfg = cfg.seeds, cfg.dataset
+    if stage.high_res_dtype not in ("float16", "float32"):
+        raise RecamInputError(f"recam: seeds.high_res_dtype={stage.high_res_dtype!r} - use float16 or float32")
     data = load_prepared(rundir, data_cfg)
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)

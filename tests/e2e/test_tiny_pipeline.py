@@ -157,3 +157,15 @@ def test_a_stage_alone_equals_the_same_stage_inside_all(tiny_all, tmp_path) -> N
     inside = load_checkpoint(RunDir(cfg.run).stage_dir("recam") / "model.pt")["model"]
     for key, value in inside.items():
         torch.testing.assert_close(alone[key], value, msg=key)
+
+
+def test_entry_point_exits_2_with_one_line_for_bad_input(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "recam.train", "stage=recam", f"run.root={tmp_path}",
+                           "run.name=missing", f"hydra.run.dir={tmp_path}/hydra"],
+                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 2
+    errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line]
+    assert len(errors) == 1 and "stage=prepare" in errors[0]
