@@ -12,12 +12,32 @@ copies themselves, so callers may pass views, crops or flipped arrays.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pydensecrf.densecrf as dcrf
 from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
 # unary_from_softmax clips probabilities here before -log (deeplab-pytorch keeps the default).
 SOFTMAX_CLIP = 1e-5
+
+
+@dataclass(frozen=True)
+class CrfKernels:
+    """Pairwise kernels and mean-field steps of a dense CRF: Gaussian (sxy, compat), bilateral
+    (sxy, srgb, compat) on the RGB image, `iterations` steps."""
+    gauss_sxy: float
+    gauss_compat: float
+    bilateral_sxy: float
+    bilateral_srgb: float
+    bilateral_compat: float
+    iterations: int = 10
+
+
+IR_LABEL_KERNELS = CrfKernels(gauss_sxy=3, gauss_compat=3, bilateral_sxy=50, bilateral_srgb=5, bilateral_compat=10)
+"""The reference's IR-label CRF (spec §6a step 2)."""
+DEEPLAB_KERNELS = CrfKernels(gauss_sxy=1, gauss_compat=3, bilateral_sxy=67, bilateral_srgb=3, bilateral_compat=4)
+"""deeplab-pytorch's post-processing CRF (spec §7.1)."""
 
 
 def _rgb_for_crf(image: np.ndarray) -> np.ndarray:
@@ -31,17 +51,7 @@ def _rgb_for_crf(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.copy(image))
 
 
-def _mean_field(
-    image: np.ndarray,
-    unary: np.ndarray,
-    *,
-    gauss_sxy: float,
-    gauss_compat: float,
-    bilateral_sxy: float,
-    bilateral_srgb: float,
-    bilateral_compat: float,
-    iterations: int,
-) -> np.ndarray:
+def _mean_field(image: np.ndarray, unary: np.ndarray, kernels: CrfKernels) -> np.ndarray:
     """Run `iterations` mean-field steps of a DenseCRF2D and return Q as (L, H, W) float32.
 
     unary: (L, H*W) energies (-log p). Kernels use pydensecrf's defaults (diagonal kernel,
@@ -51,9 +61,10 @@ def _mean_field(
     n_labels = unary.shape[0]
     crf = dcrf.DenseCRF2D(width, height, n_labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    crf.addPairwiseGaussian(sxy=gauss_sxy, compat=gauss_compat)
-    crf.addPairwiseBilateral(sxy=bilateral_sxy, srgb=bilateral_srgb, rgbim=image, compat=bilateral_compat)
-    q = crf.inference(iterations)
+    crf.addPairwiseGaussian(sxy=kernels.gauss_sxy, compat=kernels.gauss_compat)
+    crf.addPairwiseBilateral(sxy=kernels.bilateral_sxy, srgb=kernels.bilateral_srgb, rgbim=image,
+                             compat=kernels.bilateral_compat)
+    q = crf.inference(kernels.iterations)
     return np.asarray(q, dtype=np.float32).reshape(n_labels, height, width)
 
 
@@ -64,12 +75,7 @@ def crf_from_labels(
     *,
     gt_prob: float = 0.7,
     zero_unsure: bool = False,
-    gauss_sxy: float = 3,
-    gauss_compat: float = 3,
-    bilateral_sxy: float = 50,
-    bilateral_srgb: float = 5,
-    bilateral_compat: float = 10,
-    iterations: int = 10,
+    kernels: CrfKernels = IR_LABEL_KERNELS,
 ) -> np.ndarray:
     """Refine a hard label map with a dense CRF (spec §6a step 2; reference `crf_inference_label`).
 
@@ -80,8 +86,8 @@ def crf_from_labels(
       v >= 1 is CRF label v-1 (pydensecrf's convention).
     n_labels: number of CRF labels L (the reference passes len(K') = K+1).
     Unary: a pixel's own label has probability `gt_prob`, each other (1-gt_prob)/(L-1); energy
-    -log p (pydensecrf's `unary_from_labels`). Pairwise: Gaussian (sxy, compat) and bilateral
-    (sxy, srgb, compat) on the RGB image; `iterations` mean-field steps.
+    -log p (pydensecrf's `unary_from_labels`). Pairwise `kernels` (default the reference's
+    IR-label CRF: Gaussian sxy 3 / compat 3, bilateral sxy 50 / srgb 5 / compat 10, 10 steps).
     Returns (H, W) int64 argmax of Q, a CRF label index in 0..n_labels-1 (with zero_unsure,
     index c stands for input value c+1).
     With n_labels == 1 every pixel is label 0; the CRF is not run, since its unary would
@@ -100,16 +106,7 @@ def crf_from_labels(
         return np.zeros(labels.shape, dtype=np.int64)
     rgb = _rgb_for_crf(image)
     unary = unary_from_labels(labels.astype(np.int64), n_labels, gt_prob=gt_prob, zero_unsure=zero_unsure)
-    q = _mean_field(
-        rgb,
-        unary,
-        gauss_sxy=gauss_sxy,
-        gauss_compat=gauss_compat,
-        bilateral_sxy=bilateral_sxy,
-        bilateral_srgb=bilateral_srgb,
-        bilateral_compat=bilateral_compat,
-        iterations=iterations,
-    )
+    q = _mean_field(rgb, unary, kernels)
     # First maximum wins, as the reference's np.argmax over the reshaped Q.
     return np.argmax(q, axis=0).astype(np.int64)
 
@@ -118,20 +115,15 @@ def crf_from_probs(
     image: np.ndarray,
     probs: np.ndarray,
     *,
-    gauss_sxy: float = 1,
-    gauss_compat: float = 3,
-    bilateral_sxy: float = 67,
-    bilateral_srgb: float = 3,
-    bilateral_compat: float = 4,
-    iterations: int = 10,
+    kernels: CrfKernels = DEEPLAB_KERNELS,
 ) -> np.ndarray:
     """DeepLab CRF post-processing of class probabilities (spec §7.1, CRF row; deeplab-pytorch `DenseCRF`).
 
     image: (H, W, 3) uint8 RGB. Spec §7.3: the reference fed the mean-subtracted image cast to
       uint8 (wrapped values); we take the clean image and leave that choice to the caller.
     probs: (L, H, W) float softmax probabilities (of logits upsampled to the image size), L >= 1.
-    Unary = -log(clip(probs, 1e-5, 1)); Gaussian (sxy 1, compat 3) and bilateral (sxy 67,
-    srgb 3, compat 4) kernels; `iterations` mean-field steps.
+    Unary = -log(clip(probs, 1e-5, 1)); `kernels` default to deeplab-pytorch's: Gaussian
+    (sxy 1, compat 3), bilateral (sxy 67, srgb 3, compat 4), 10 mean-field steps.
     Returns (L, H, W) float32 refined probabilities Q, summing to 1 over L at every pixel; the
     segmentation is its argmax over axis 0.
     """
@@ -143,13 +135,4 @@ def crf_from_probs(
         return np.ones(probs.shape, dtype=np.float32)
     rgb = _rgb_for_crf(image)
     unary = unary_from_softmax(probs, clip=SOFTMAX_CLIP)
-    return _mean_field(
-        rgb,
-        unary,
-        gauss_sxy=gauss_sxy,
-        gauss_compat=gauss_compat,
-        bilateral_sxy=bilateral_sxy,
-        bilateral_srgb=bilateral_srgb,
-        bilateral_compat=bilateral_compat,
-        iterations=iterations,
-    )
+    return _mean_field(rgb, unary, kernels)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from recam.eval.metrics import IGNORE_INDEX, seed_label
-from recam.masks.crf import crf_from_labels
+from recam.masks.crf import IR_LABEL_KERNELS, CrfKernels, crf_from_labels
 
 
 def confident_labels(high_res: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
@@ -54,12 +54,7 @@ def ir_label(
     fg_threshold: float = 0.35,
     bg_threshold: float = 0.10,
     gt_prob: float = 0.7,
-    gauss_sxy: float = 3,
-    gauss_compat: float = 3,
-    bilateral_sxy: float = 50,
-    bilateral_srgb: float = 5,
-    bilateral_compat: float = 10,
-    iterations: int = 10,
+    kernels: CrfKernels = IR_LABEL_KERNELS,
 ) -> np.ndarray:
     """IR label map of one image from its seeds (spec §6a; defaults are ReCAM's 0.35 / 0.10).
 
@@ -72,18 +67,8 @@ def ir_label(
     """
     keys = np.asarray(keys, dtype=np.int64)
     lookup = np.concatenate([[0], keys + 1])  # K': CRF label index -> label value
-    crf_params = dict(
-        gt_prob=gt_prob,
-        zero_unsure=False,
-        gauss_sxy=gauss_sxy,
-        gauss_compat=gauss_compat,
-        bilateral_sxy=bilateral_sxy,
-        bilateral_srgb=bilateral_srgb,
-        bilateral_compat=bilateral_compat,
-        iterations=iterations,
-    )
     refined = {}
     for name, threshold in (("fg", fg_threshold), ("bg", bg_threshold)):
         unary = confident_labels(high_res, keys, threshold)
-        refined[name] = lookup[crf_from_labels(image, unary, len(lookup), **crf_params)]
+        refined[name] = lookup[crf_from_labels(image, unary, len(lookup), gt_prob=gt_prob, kernels=kernels)]
     return combine_ir_label(refined["fg"], refined["bg"])

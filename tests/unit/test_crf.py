@@ -1,10 +1,12 @@
 """Dense CRF wrappers and IR labels (spec §6a, §7.1) on tiny images with known answers."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
-from recam.masks.crf import crf_from_labels, crf_from_probs
+from recam.masks.crf import IR_LABEL_KERNELS, crf_from_labels, crf_from_probs
 from recam.masks.ir_labels import combine_ir_label, confident_labels, ir_label
 
 H, W = 16, 20
@@ -52,7 +54,7 @@ def test_without_pairwise_terms_crf_keeps_the_labels():
     rng = np.random.default_rng(2)
     image = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
     labels = rng.integers(0, 4, size=(H, W))
-    got = crf_from_labels(image, labels, 4, gauss_compat=0, bilateral_compat=0)
+    got = crf_from_labels(image, labels, 4, kernels=replace(IR_LABEL_KERNELS, gauss_compat=0, bilateral_compat=0))
     np.testing.assert_array_equal(got, labels)
 
 
