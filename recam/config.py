@@ -142,6 +142,71 @@ class EvalSeedsStage:
 
 
 @dataclass
+class IrLabelsStage:
+    """Confident IR labels from seeds by dense CRF (spec §6a)."""
+    seeds: str = "recam"           # which seeds/<method> to read
+    split: str = "train_aug"       # ids to label (IRN trains on train_aug)
+    fg_threshold: float = 0.35     # conf_fg_thres (IRN repo: 0.30)
+    bg_threshold: float = 0.10     # conf_bg_thres (IRN repo: 0.05)
+    gt_prob: float = 0.7           # CRF unary confidence of the given label
+    num_workers: int = 2           # CRF processes (the reference spawns 12); 0 = in this process
+    start_method: str = "spawn"    # multiprocessing context of the pool: spawn | forkserver | fork
+
+
+@dataclass
+class IrnStage:
+    """Inter-pixel relation network training (spec §6b)."""
+    seeds: str = "recam"           # train on ir_labels/<seeds>
+    split: str = "train_aug"
+    val_split: Optional[str] = "val"  # val loss against affinity labels of the GT masks; null = none
+    arch: str = "resnet50"
+    pretrained: str = "imagenet"   # imagenet | none | path to a state_dict | cam (the cam stage's backbone)
+    batch_size: int = 32
+    epochs: int = 3
+    crop_size: int = 512
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.5])
+    lr: float = 0.1                # boundary branch; the displacement branch runs at dp_lr_mult x lr
+    dp_lr_mult: float = 10.0
+    weight_decay: float = 1e-4
+    momentum: float = 1e-4         # the reference's effective SGD momentum (spec §2.5 quirk)
+    poly_power: float = 0.9
+    radius: int = 10               # path-index radius in training (152 directions)
+    max_steps: Optional[int] = None
+    val_batches: Optional[int] = None
+    mean_shift_batches: Optional[int] = None  # batches for the mean displacement; None = the whole list
+    log_every: int = 10
+    grad_clip: Optional[float] = None
+    keep_epochs: bool = False
+
+
+@dataclass
+class MasksStage:
+    """Pseudo masks: random walk over IRN boundaries (irn) or dense CRF on the seeds (crf), spec §6c."""
+    method: str = "irn"            # irn | crf
+    seeds: str = "recam"           # which seeds/<method> to propagate
+    split: str = "train_aug"       # DeepLab trains on train_aug
+    # method=irn (reference make_sem_seg_labels)
+    radius: int = 5                # 34 directions
+    beta: float = 10.0
+    exp_times: int = 8             # 2^8 = 256 walk steps
+    bg_threshold: float = 0.28     # sem_seg_bg_thres (IRN repo: 0.25)
+    save_scores: bool = True       # keep the stride-4 walk so eval_masks can sweep bg_threshold
+    # method=crf (non-reference ablation: seeds + background plane -> dense CRF)
+    seed_threshold: Optional[float] = None  # background plane; None = eval_seeds' fixed default of `seeds`
+    crf_kernels: str = "ir_label"  # ir_label (spec §6a kernels) | deeplab (spec §7.1 kernels)
+    gt_prob: float = 0.7
+    num_workers: int = 2           # CRF processes for method=crf
+    start_method: str = "spawn"
+
+
+@dataclass
+class EvalMasksStage:
+    method: str = "irn"
+    split: str = "train"
+    sweep: list[float] = field(default_factory=lambda: [0.05, 0.60, 0.01])  # bg threshold sweep (irn scores)
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -153,6 +218,10 @@ class Config:
     recam: RecamStage = field(default_factory=RecamStage)
     seeds: SeedsStage = field(default_factory=SeedsStage)
     eval_seeds: EvalSeedsStage = field(default_factory=EvalSeedsStage)
+    ir_labels: IrLabelsStage = field(default_factory=IrLabelsStage)
+    irn: IrnStage = field(default_factory=IrnStage)
+    masks: MasksStage = field(default_factory=MasksStage)
+    eval_masks: EvalMasksStage = field(default_factory=EvalMasksStage)
 
 
 def register_configs() -> None:
