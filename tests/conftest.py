@@ -64,3 +64,13 @@ def tiny_run(tmp_path_factory):
     base = tmp_path_factory.mktemp("tiny")
     return [f"run.root={base / 'outputs'}", "run.name=tiny", f"dataset.root={base / 'data' / 'VOC2012'}",
             "dataset=synthetic", "debug=tiny"]
+
+
+@pytest.fixture(scope="session")
+def tiny_all(tiny_run):
+    """`stage=all` once per session on the tiny experiment: (config, results). Tests that change
+    the run copy it first (or redirect their outputs with run.inputs)."""
+    from recam.pipeline import run_stage
+
+    cfg = compose_config([*tiny_run, "stage=all"])
+    return cfg, run_stage(cfg)

@@ -35,7 +35,7 @@ def reduce_label(label: np.ndarray, stride: int = LABEL_STRIDE) -> np.ndarray:
     # Python's round() rounds half to even, like np.round in the reference.
     out_h, out_w = round(label.shape[0] / stride), round(label.shape[1] / stride)
     resized = Image.fromarray(np.ascontiguousarray(label)).resize((out_w, out_h), resample=Image.NEAREST)
-    return np.asarray(resized, dtype=label.dtype)
+    return np.array(resized, dtype=label.dtype)  # a writable copy (torch.from_numpy warns on read-only)
 
 
 def affinity_labels(reduced_label: np.ndarray, path_index: PathIndex,
@@ -111,3 +111,23 @@ def edge_to_affinity(edge: Tensor, path_index: PathIndex, *,
         # split it between tied points).
         affinities.append(1 - along_path.max(dim=2).values)
     return torch.cat(affinities, dim=1)
+
+
+def affinity_labels_torch(reduced_label: Tensor, src_indices: Tensor, dst_indices: Tensor,
+                          ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
+    """`affinity_labels` on the device, for a batch: reduced_label (B, H, W) integer tensor,
+    src_indices (n_src,) and dst_indices (n_dirs, n_src) int64 tensors of a `PathIndex` of size
+    (H, W). Returns {"bg_pos", "fg_pos", "neg"}, each (B, n_dirs, n_src) float32 0/1.
+
+    The training loop builds the pair labels here rather than in the data loader: a 512 crop has
+    152 x 13,090 pairs, 24 MB of float labels per image, against 16 KB for the reduced label.
+    """
+    flat = reduced_label.reshape(reduced_label.shape[0], -1).long()
+    label_src = flat[:, None, src_indices]
+    label_dst = flat[:, dst_indices]
+    valid = (label_src != ignore_index) & (label_dst != ignore_index)
+    equal = label_src == label_dst
+    positive = equal & valid
+    return {"bg_pos": (positive & (label_src == 0)).float(),
+            "fg_pos": (positive & (label_src > 0)).float(),
+            "neg": (~equal & valid).float()}

@@ -200,14 +200,15 @@ class IRNet(nn.Module):
         edge = torch.sigmoid(edge_logits[0] / 2 + edge_logits[1].flip(-1) / 2)
         return {"edge": edge, "dp": dp[0]}
 
-    def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """SGD groups (spec §6b): boundary branch at `lr`, displacement branch at 10·lr, both with
-        `weight_decay`. The frozen backbone is in neither. Groups are named "edge" / "displacement"."""
+    def param_groups(self, lr: float, weight_decay: float, dp_lr_mult: float = DP_LR_MULT) -> list[dict]:
+        """SGD groups (spec §6b): boundary branch at `lr`, displacement branch at dp_lr_mult·lr
+        (10), both with `weight_decay`. The frozen backbone is in neither. Groups are named
+        "edge" / "displacement"."""
         edge = [p for m in self.edge_modules() for p in m.parameters()]
         dp = [p for m in self.dp_modules() for p in m.parameters()]
         return [
             {"name": "edge", "params": edge, "lr": lr, "weight_decay": weight_decay},
-            {"name": "displacement", "params": dp, "lr": lr * DP_LR_MULT, "weight_decay": weight_decay},
+            {"name": "displacement", "params": dp, "lr": lr * dp_lr_mult, "weight_decay": weight_decay},
         ]
 
     @torch.no_grad()

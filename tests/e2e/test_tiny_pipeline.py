@@ -18,13 +18,6 @@ from recam.pipeline import PLAN, RunDir, run_stage
 from tests.conftest import compose_config
 
 
-@pytest.fixture(scope="module")
-def tiny_all(tiny_run):
-    cfg = compose_config([*tiny_run, "stage=all"])
-    results = run_stage(cfg)
-    return cfg, results
-
-
 def test_all_stages_write_their_artifacts(tiny_all) -> None:
     cfg, results = tiny_all
     rundir = RunDir(cfg.run)

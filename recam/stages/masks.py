@@ -1,0 +1,133 @@
+"""Stage `masks`: pseudo masks from the seeds, by random walk over IRN boundaries or by dense CRF.
+
+`masks.method=irn` (spec §6c, reference `make_sem_seg_labels`): boundary map of the full image and
+its mirror, the stride-4 seeds propagated by 2^exp_times sparse transition steps (`random_walk`,
+not the reference's dense N x N matrix power), upsampled, globally max-normalised, background
+plane `bg_threshold`, argmax. With `save_scores` the stride-4 walk is kept as `<id>.npz` so that
+`eval_masks` can sweep the background threshold in one pass.
+`masks.method=crf` (non-reference ablation, spec §6c "Dense CRF route"): the seed label at
+`seed_threshold`, refined by the dense CRF of spec §6a (or §7's kernels), in a process pool.
+Both write one palette PNG per image (0 background, k+1 class k); existing files are skipped.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from recam.config import Config
+from recam.data.datasets import read_image
+from recam.data.transforms import normalize, to_chw
+from recam.data.voc12 import image_path
+from recam.engine.checkpoint import load_checkpoint, load_model_state
+from recam.engine.pool import map_jobs
+from recam.errors import RecamInputError
+from recam.io import load_npz, load_rgb, markdown_table, save_label_png, save_npz
+from recam.masks.crf import DEEPLAB_KERNELS, IR_LABEL_KERNELS, crf_from_labels
+from recam.masks.ir_labels import confident_labels
+from recam.masks.random_walk import random_walk, rw_to_label
+from recam.models.irn import build_irn
+from recam.pipeline import RunDir, config_slice
+from recam.stages.common import begin_stage, load_prepared
+from recam.stages.eval_seeds import DEFAULT_THRESHOLD
+
+log = logging.getLogger(__name__)
+
+METHODS = ("irn", "crf")
+KERNELS = {"ir_label": IR_LABEL_KERNELS, "deeplab": DEEPLAB_KERNELS}
+RUNTIME_KEYS = ("num_workers", "start_method")
+# The settings each method reads; the others stay out of its stage key.
+METHOD_KEYS = {"irn": ("radius", "beta", "exp_times", "bg_threshold", "save_scores"),
+               "crf": ("seed_threshold", "crf_kernels", "gt_prob")}
+
+
+@dataclass(frozen=True)
+class CrfMaskJob:
+    image: str
+    seed: str
+    out: str
+    threshold: float
+    gt_prob: float
+    kernels: str
+
+
+def crf_mask(job: CrfMaskJob) -> None:
+    """Worker: seed label at the background threshold, refined by a dense CRF, saved as `job.out`."""
+    seed = load_npz(job.seed)
+    keys = seed["keys"].astype(np.int64)
+    compact = confident_labels(seed["high_res"].astype(np.float32), keys, job.threshold)
+    refined = crf_from_labels(load_rgb(job.image), compact, len(keys) + 1, gt_prob=job.gt_prob,
+                              kernels=KERNELS[job.kernels])
+    save_label_png(job.out, np.concatenate([[0], keys + 1])[refined].astype(np.uint8))
+
+
+def _seed_threshold(cfg: Config) -> float:
+    stage = cfg.masks
+    return stage.seed_threshold if stage.seed_threshold is not None else DEFAULT_THRESHOLD.get(stage.seeds, 0.21)
+
+
+def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
+    stage = cfg.masks
+    if stage.method not in METHODS:
+        raise RecamInputError(f"recam: masks.method={stage.method!r} is not one of {', '.join(METHODS)}")
+    if stage.crf_kernels not in KERNELS:
+        raise RecamInputError(f"recam: masks.crf_kernels={stage.crf_kernels!r} - use one of {', '.join(KERNELS)}")
+    data = load_prepared(rundir, cfg.dataset)
+    seeds = rundir.require("seeds", stage.seeds)
+    irn_dir = rundir.require("irn") if stage.method == "irn" else None
+    out = rundir.stage_dir("masks", stage.method)
+    slice_ = config_slice(cfg, "dataset", "masks")
+    slice_["masks"] = {k: v for k, v in slice_["masks"].items()
+                       if k in ("method", "seeds", "split", *METHOD_KEYS[stage.method])}
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+        return done
+    ids = data.ids(stage.split)
+    missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]
+    if missing:
+        raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
+                              f"seeds for masks.split={stage.split} (seeds.split)")
+    todo = [i for i in ids if not (out / f"{i}.png").is_file()]
+    log.info("masks/%s: %d of %d images to do", stage.method, len(todo), len(ids))
+    results = {"method": stage.method, "seeds": stage.seeds, "split": stage.split, "images": len(ids),
+               "made_now": len(todo)}
+    if stage.method == "crf":
+        threshold = _seed_threshold(cfg)
+        jobs = [CrfMaskJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
+                           threshold, stage.gt_prob, stage.crf_kernels) for i in todo]
+        map_jobs(crf_mask, jobs, num_workers=stage.num_workers, start_method=stage.start_method, desc="masks/crf")
+        results["threshold"] = threshold
+    else:
+        walk_masks(cfg, irn_dir, seeds, out, todo, device)
+        results["threshold"] = stage.bg_threshold
+    table = f"# masks/{stage.method}\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
+    rundir.finish(out, slice_, results, table)
+    return results
+
+
+@torch.no_grad()
+def walk_masks(cfg: Config, irn_dir, seeds, out, ids: list[str], device: torch.device) -> None:
+    """masks/irn for `ids`: edge inference (image + mirror), sparse random walk, label PNG (+ npz)."""
+    stage = cfg.masks
+    source = irn_dir / "model.pt"
+    checkpoint = load_checkpoint(source)
+    model = build_irn(arch=checkpoint.get("arch", cfg.irn.arch), pretrained="none")
+    load_model_state(model, checkpoint["model"], source)
+    model = model.to(device).eval()
+    for image_id in tqdm(ids, desc="masks/irn", unit="img", dynamic_ncols=True):
+        image = read_image(cfg.dataset.root, image_id)
+        x = torch.from_numpy(to_chw(normalize(image, cfg.dataset.mean, cfg.dataset.std)))[None].to(device)
+        edge = model.infer_edge_dp(x)["edge"].float()
+        seed = load_npz(seeds / f"{image_id}.npz")
+        cams = torch.from_numpy(seed["cam"].astype(np.float32)).to(device)
+        if tuple(cams.shape[1:]) != tuple(edge.shape[1:]):
+            raise RecamInputError(f"recam: seed {seeds / image_id}.npz has a stride-4 map of {tuple(cams.shape[1:])}, "
+                                  f"the image gives {tuple(edge.shape[1:])} - re-export the seeds")
+        rw = random_walk(cams, edge, beta=stage.beta, exp_times=stage.exp_times, radius=stage.radius)
+        if stage.save_scores:
+            save_npz(out / f"{image_id}.npz", keys=seed["keys"].astype(np.int64), rw=rw.cpu().numpy(),
+                     size=np.asarray(image.shape[:2], dtype=np.int64))
+        label = rw_to_label(rw, seed["keys"], image.shape[:2], stage.bg_threshold)
+        save_label_png(out / f"{image_id}.png", label.cpu().numpy())
