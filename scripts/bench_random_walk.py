@@ -1,4 +1,4 @@
-"""Random walk cost: sparse 2^exp_times gather steps vs the reference's dense T^(2^exp_times) (spec §6c).
+"""Random walk cost: 2^exp_times sparse (CSR) steps vs the reference's dense T^(2^exp_times) (spec §6c).
 
 Random seeds and boundary map at VOC's stride-4 size (125 x 94 for a 500 x 375 image, K = 2).
 Each measurement runs in a fresh subprocess so that its peak resident memory (CPU) is its own;
