@@ -7,7 +7,8 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: install test test-all demo prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam report clean bench
+.PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam report clean bench \
+        ir_labels irn masks masks-crf eval_masks eval_masks-crf
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,10 +45,31 @@ eval_seeds: install
 eval_seeds-cam: install
 	$(RUN) stage=eval_seeds eval_seeds.method=cam
 
+ir_labels: install
+	$(RUN) stage=ir_labels
+
+irn: install
+	$(RUN) stage=irn
+
+masks: install
+	$(RUN) stage=masks masks.method=irn
+
+masks-crf: install
+	$(RUN) stage=masks masks.method=crf
+
+eval_masks: install
+	$(RUN) stage=eval_masks eval_masks.method=irn
+
+eval_masks-crf: install
+	$(RUN) stage=eval_masks eval_masks.method=crf
+
 report: install
 	$(RUN) stage=report
 
 demo: install
+	$(RUN) stage=all
+
+all: install
 	$(RUN) stage=all
 
 clean:
