@@ -22,6 +22,9 @@ IMAGENET_STD = [0.229, 0.224, 0.225]
 class StageSelect:
     """Which stage `python -m recam.train stage=<name>` runs (`all` walks the whole pipeline)."""
     name: str = MISSING
+    # stage=all only: run just these steps of the plan, by label (e.g. [recam, seeds/recam,
+    # eval_seeds/recam] for a lambda sweep); empty = every step.
+    steps: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -37,6 +37,7 @@ class RunDir:
     """
     run: RunConfig
     used_inputs: dict[str, str] = field(default_factory=dict)
+    created: float = field(default_factory=time.time)   # one RunDir per stage call: its start time
 
     @property
     def root(self) -> Path:
@@ -76,6 +77,7 @@ class RunDir:
         if table is not None:
             write_text(path / "results.md", table)
         write_json(path / "DONE", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                   "seconds": round(time.time() - self.created, 1),
                                    "key": stage_key(config_slice, self.used_inputs)})
 
     def add_summary(self, key: str, entry: dict) -> None:
@@ -168,6 +170,27 @@ PLAN: list[tuple[str, dict]] = [
 ]
 
 
+def step_label(step: str, overrides: dict) -> str:
+    """`seeds/cam`: the stage name, then the values of its plan overrides (its method)."""
+    return "/".join([step, *(str(v) for v in overrides.values())])
+
+
+def step_folder(rundir: RunDir, step: str, overrides: dict) -> Path:
+    """The artifact folder of a plan step (`<stage>/<method>` or `<stage>`)."""
+    return rundir.stage_dir(step, next(iter(overrides.values()), None))
+
+
+def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
+    """PLAN, or the steps of it named in `selected` (stage.steps), in plan order."""
+    if not selected:
+        return PLAN
+    labels = [step_label(step, overrides) for step, overrides in PLAN]
+    unknown = [s for s in selected if s not in labels]
+    if unknown:
+        raise RecamInputError(f"recam: stage.steps names {unknown}, not steps of the plan: {', '.join(labels)}")
+    return [entry for entry, label in zip(PLAN, labels) if label in selected]
+
+
 def with_stage_overrides(cfg: Config, stage: str, overrides: dict) -> Config:
     if not overrides:
         return cfg
@@ -175,18 +198,19 @@ def with_stage_overrides(cfg: Config, stage: str, overrides: dict) -> Config:
 
 
 def run_stage(cfg: Config) -> dict:
-    """Run `cfg.stage.name` (or every step of PLAN for `all`); returns the stage results."""
+    """Run `cfg.stage.name` (or the steps of PLAN for `all`); returns the stage results."""
     stages = _stages()
     name = cfg.stage.name
     if name != "all" and name not in stages:
         raise RecamInputError(f"recam: unknown stage {name!r}; choose one of {', '.join(['all', *stages])}")
+    plan_steps(cfg.stage.steps)  # a misspelt step fails before anything runs
     device = setup_runtime(cfg.runtime)
     if name != "all":
         return stages[name](cfg, RunDir(cfg.run), device)
     results = {}
-    for step, overrides in PLAN:
+    for step, overrides in plan_steps(cfg.stage.steps):
         step_cfg = with_stage_overrides(cfg, step, overrides)
-        label = step + (f"/{overrides['method']}" if "method" in overrides else "")
+        label = step_label(step, overrides)
         log.info("== %s ==", label)
         started = time.time()
         seed_everything(cfg.runtime.seed)

@@ -1,19 +1,73 @@
-"""Stage `report`: gather the experiment's results into `report.md` and print the table."""
+"""Stage `report`: gather the experiment into `report.md` (printed at the end of `make demo`).
+
+The results table (every `summary.json` entry), the time each stage took (from its DONE file),
+the classifier figures, an mIoU-against-threshold plot of every swept evaluation, and links to
+the `visualize` page and its CAM overlays when that stage has run.
+"""
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 
 from recam.config import Config
-from recam.io import markdown_table, read_json, write_text
-from recam.pipeline import RunDir
+from recam.io import atomic_write_with, markdown_table, read_json, write_text
+from recam.pipeline import PLAN, RunDir, step_folder, step_label
 
 log = logging.getLogger(__name__)
 
 
+def _fmt(value, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{scale * value:.{digits}f}"
+
+
+def stage_timings(rundir: RunDir) -> list[list]:
+    """[label, seconds, finished] of every finished plan step (seconds of the run that finished it)."""
+    rows = []
+    for step, overrides in PLAN:
+        done = step_folder(rundir, step, overrides) / "DONE"
+        if done.is_file():
+            info = read_json(done)
+            rows.append([step_label(step, overrides), info.get("seconds", "-"), info.get("finished", "-")])
+    return rows
+
+
+def sweep_curves(rundir: RunDir, summary: dict) -> dict[str, dict[float, float]]:
+    """{summary key: {threshold: mIoU}} of every evaluation that swept its threshold."""
+    curves = {}
+    for key in summary:
+        results = rundir.root / key / "results.json"
+        if results.is_file() and "sweep" in (data := read_json(results)):
+            curves[key] = {float(t): m for t, m in data["sweep"].items()}
+    return curves
+
+
+def plot_curves(curves: dict[str, dict[float, float]], path: Path) -> bool:
+    """mIoU (%) against the background threshold, one line per evaluation; False without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log.warning("matplotlib is not installed: no plot in the report")
+        return False
+    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=110)
+    for key, curve in curves.items():
+        thresholds = sorted(curve)
+        axes.plot(thresholds, [100 * curve[t] for t in thresholds], label=key)
+    axes.set_xlabel("background threshold")
+    axes.set_ylabel("mIoU (%)")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    atomic_write_with(path, lambda buf: figure.savefig(buf, format="png"))
+    plt.close(figure)
+    return True
+
+
 def write_report(cfg: Config, rundir: RunDir) -> str:
-    """Write `<experiment>/report.md` (classifier figures + every summary.json entry) and print it."""
+    """Write `<experiment>/report.md` and print it."""
     lines = [f"# Experiment `{cfg.run.name}`", "",
              f"dataset `{cfg.dataset.name}` ({cfg.dataset.root}), model `{cfg.model.arch}` "
              f"(pretrained: {cfg.model.pretrained})", ""]
@@ -25,12 +79,24 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
                          f"{r['images_per_s']:.1f} images/s (last epoch)")
     summary = read_json(rundir.summary_path) if rundir.summary_path.is_file() else {}
     if summary:
-        def fmt(value, scale: float = 1.0, digits: int = 2) -> str:
-            return "-" if value is None else f"{scale * value:.{digits}f}"
-
-        rows = [[key, fmt(e["miou"], 100), fmt(e.get("threshold")), fmt(e.get("miou_fixed"), 100),
-                 fmt(e.get("threshold_fixed"))] for key, e in summary.items()]
-        lines += ["", markdown_table(["artifact", "mIoU % (best t)", "best t", "mIoU % (fixed t)", "fixed t"], rows)]
+        rows = [[key, _fmt(e["miou"], 100), _fmt(e.get("threshold")), _fmt(e.get("miou_fixed"), 100),
+                 _fmt(e.get("threshold_fixed")), e.get("split", "-")] for key, e in summary.items()]
+        lines += ["", "## Results", "",
+                  markdown_table(["artifact", "mIoU % (best t)", "best t", "mIoU % (fixed t)", "fixed t", "split"], rows),
+                  "Best t is tuned on the evaluation ground truth (optimistic); the fixed t is the headline."]
+    curves = sweep_curves(rundir, summary)
+    if curves and plot_curves(curves, rundir.root / "report_miou.png"):
+        lines += ["", "![mIoU against the background threshold](report_miou.png)"]
+    timings = stage_timings(rundir)
+    if timings:
+        total = sum(t[1] for t in timings if isinstance(t[1], (int, float)))
+        lines += ["", "## Time per stage", "", markdown_table(["stage", "seconds", "finished"], timings),
+                  f"Total {total:.0f} s ({total / 60:.1f} min) for the stages listed."]
+    viz = rundir.root / "visualize" / "index.html"
+    if viz.is_file():
+        lines += ["", "## Pictures", "", f"CAM overlays, feature grids and masks: [visualize/index.html]({viz.relative_to(rundir.root)})"]
+        for picture in sorted(viz.parent.rglob("*overlay*.png"))[:4]:
+            lines.append(f"![{picture.stem}]({picture.relative_to(rundir.root)})")
     text = "\n".join(lines) + "\n"
     write_text(rundir.root / "report.md", text)
     print("\n" + text)
