@@ -8,7 +8,7 @@ ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
 .PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam report clean bench \
-        ir_labels irn masks masks-crf eval_masks eval_masks-crf
+        ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,30 @@ demo: install
 
 all: install
 	$(RUN) stage=all
+
+# Sweeps (Hydra multirun, configs/sweep/*.yaml): each runs the base experiment's missing stages
+# first, then one run per value under outputs/sweep_<name>/ reading the base's artifacts through
+# run.inputs, then `stage=summary` prints the table and writes summary.{md,csv,png} there.
+BASE := outputs/$(EXP)
+
+sweep-lambda: install
+	$(RUN) stage=all 'stage.steps=[prepare,cam]'
+	$(RUN) sweep=lambda +run.inputs.prepare=$(BASE)/prepare +run.inputs.cam=$(BASE)/cam
+	$(RUN) stage=summary summary.runs=outputs/sweep_lambda summary.key=recam.loss_weight
+
+sweep-thresholds: install
+	$(RUN) stage=all
+	$(RUN) sweep=seed_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds
+	$(RUN) sweep=crf_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.cam=$(BASE)/cam
+	$(RUN) sweep=rw_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.irn=$(BASE)/irn
+	$(RUN) stage=summary summary.runs=outputs/sweep_seed_threshold summary.key=eval_seeds.threshold
+	$(RUN) stage=summary summary.runs=outputs/sweep_crf_threshold summary.key=ir_labels.fg_threshold
+	$(RUN) stage=summary summary.runs=outputs/sweep_rw_threshold summary.key=masks.bg_threshold
+
+# One table over every run under outputs/ (or SUMMARY=<folder>)
+SUMMARY ?= outputs
+summary: install
+	$(RUN) stage=summary summary.runs=$(SUMMARY)
 
 clean:
 	rm -rf outputs/$(EXP)

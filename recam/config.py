@@ -210,6 +210,13 @@ class EvalMasksStage:
 
 
 @dataclass
+class SummaryStage:
+    """`stage=summary`: one table over many runs (a sweep)."""
+    runs: str = ""                 # folder to scan for runs (summary.json); "" = run.root
+    key: str = ""                  # swept config key, e.g. recam.loss_weight; "" = every key that differs
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -225,6 +232,7 @@ class Config:
     irn: IrnStage = field(default_factory=IrnStage)
     masks: MasksStage = field(default_factory=MasksStage)
     eval_masks: EvalMasksStage = field(default_factory=EvalMasksStage)
+    summary: SummaryStage = field(default_factory=SummaryStage)
 
 
 def register_configs() -> None:

@@ -29,7 +29,8 @@ def stage_timings(rundir: RunDir) -> list[list]:
         done = step_folder(rundir, step, overrides) / "DONE"
         if done.is_file():
             info = read_json(done)
-            rows.append([step_label(step, overrides), info.get("seconds", "-"), info.get("finished", "-")])
+            seconds = info.get("seconds")
+            rows.append([step_label(step, overrides), "-" if seconds is None else f"{seconds:.1f}", info.get("finished", "-")])
     return rows
 
 
@@ -89,7 +90,7 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
         lines += ["", "![mIoU against the background threshold](report_miou.png)"]
     timings = stage_timings(rundir)
     if timings:
-        total = sum(t[1] for t in timings if isinstance(t[1], (int, float)))
+        total = sum(float(t[1]) for t in timings if t[1] != "-")
         lines += ["", "## Time per stage", "", markdown_table(["stage", "seconds", "finished"], timings),
                   f"Total {total:.0f} s ({total / 60:.1f} min) for the stages listed."]
     viz = rundir.root / "visualize" / "index.html"
