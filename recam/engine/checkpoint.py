@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from recam.engine.distributed import is_main
 from recam.errors import RecamInputError
 from recam.io import atomic_write_bytes
 
@@ -29,6 +30,9 @@ def set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> None:
+    """Atomic torch.save; under torchrun only rank 0 writes (every rank holds the same weights)."""
+    if not is_main():
+        return
     buffer = io.BytesIO()
     torch.save(checkpoint, buffer)
     atomic_write_bytes(path, buffer.getvalue())

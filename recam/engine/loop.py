@@ -16,6 +16,7 @@ from torch import nn
 from tqdm import tqdm
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from recam.engine.distributed import barrier, is_main, mean_over_ranks, unwrap, wrap_ddp
 from recam.errors import RecamInputError
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,9 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
     (after it, as torch's schedulers expect). With keep_epochs, the weights of every epoch are
     also kept as `epoch_<n>.pt` (the reference saves ReCAM weights per epoch). Returns the per-epoch history (train means,
     validation metrics, images/s, seconds).
+    Under torchrun the model is wrapped in DDP here (step_fn gets the wrapper; checkpoints and
+    `validate` get the bare model), logged losses are means over the ranks, images/s counts the
+    global batch, and rank 0 alone writes and shows progress.
     """
     last = checkpoint_dir / "last.pt"
     history: list[dict] = []
@@ -61,7 +65,7 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
         log.warning("%s: %s was written with another config - starting over", desc, last)
         state = None
     if state is not None:
-        model.load_state_dict(state["model"])
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -71,6 +75,9 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
     scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda"
                                   and not torch.cuda.is_bf16_supported())
     n_steps = steps_per_epoch(len(loader), max_steps)
+    bare = unwrap(model)
+    model = wrap_ddp(bare, device)
+    ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     global_step = start_epoch * n_steps
     for epoch in range(start_epoch, epochs):
         if hasattr(loader.dataset, "set_epoch"):
@@ -80,7 +87,8 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
         model.train()
         sums: dict[str, float] = {}
         seen, started = 0, time.time()
-        bar = tqdm(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                   disable=not is_main())
         for step, batch in enumerate(loader):
             if step >= n_steps:
                 break
@@ -88,9 +96,10 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             with autocast(device, amp):
                 parts = step_fn(model, batch)
             loss = parts["loss"]
-            if not torch.isfinite(loss):
+            parts = {key: mean_over_ranks(value.detach()) for key, value in parts.items()}
+            if not torch.isfinite(parts["loss"]):   # the mean over ranks: every rank stops together
                 raise NonFiniteLossError(
-                    f"recam: {desc} loss is {loss.item()} at epoch {epoch + 1} step {step} "
+                    f"recam: {desc} loss is {parts['loss'].item()} at epoch {epoch + 1} step {step} "
                     f"(global step {global_step}), images {list(batch['id'])[:16]} - check these images "
                     f"and labels or lower the learning rate; the last good checkpoint is {last}")
             optimizer.zero_grad(set_to_none=True)
@@ -102,12 +111,12 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             scaler.update()
             scheduler.step()
             global_step += 1
-            size = len(batch["id"])
+            size = len(batch["id"]) * ranks
             seen += size
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
             rate = seen / max(time.time() - started, 1e-9)
-            bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+            bar.set_postfix(loss=f"{parts['loss'].item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
                             img_s=f"{rate:.1f}")
             bar.update(1)
             if writer is not None and global_step % log_every == 0:
@@ -121,7 +130,7 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
         record.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
         model.eval()
         with torch.no_grad(), autocast(device, amp):
-            record.update({f"val_{k}": v for k, v in validate(model).items()})
+            record.update({f"val_{k}": v for k, v in validate(bare).items()})
         history.append(record)
         if writer is not None:
             for key, value in record.items():
@@ -129,10 +138,11 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
                     writer.add_scalar(f"{desc}/{key}", value, global_step)
         log.info("%s epoch %d: %s", desc, epoch + 1,
                  ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint(last, {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "epoch": epoch, "step": global_step,
                                "rng": rng_state(), "history": history, **checkpoint_extra})
         if keep_epochs:
             save_checkpoint(checkpoint_dir / f"epoch_{epoch + 1}.pt",
-                            {"model": model.state_dict(), "epoch": epoch, **checkpoint_extra})
+                            {"model": bare.state_dict(), "epoch": epoch, **checkpoint_extra})
+        barrier()
     return history

@@ -14,6 +14,7 @@ from recam.config import Config, DatasetConfig, ModelConfig, RuntimeConfig, Trai
 from recam.data.datasets import ClassificationDataset
 from recam.data.splits import load_cls_labels
 from recam.data.voc12 import read_id_list
+from recam.engine.distributed import barrier, is_main, per_rank_batch, rank, world_size
 from recam.errors import RecamInputError
 from recam.models.cam_net import CamNet, build_cam_net
 from recam.io import read_json, write_json
@@ -56,7 +57,8 @@ def begin_stage(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | 
       folder as it is, so the stage resumes (checkpoints, per-image files).
     - Otherwise (finished or interrupted with another config or other inputs, or `force`): the
       folder's files are stale; they are removed and the stage starts from scratch.
-    `started.json` records the key of the run that owns the folder.
+    `started.json` records the key of the run that owns the folder. Under torchrun every rank
+    decides the same from the same files; rank 0 alone clears and writes, then all ranks meet.
     """
     if not force and is_up_to_date(out, slice_, rundir.used_inputs):
         log.info("%s is up to date (same config and inputs) - skipping; run.force=true re-runs it", out)
@@ -65,20 +67,28 @@ def begin_stage(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | 
     started = out / "started.json"
     resumable = (not force and not (out / "DONE").is_file() and started.is_file()
                  and read_json(started).get("key") == key)
-    if out.is_dir() and any(out.iterdir()) and not resumable:
-        log.info("%s holds the outputs of another config or other inputs - removing them", out)
-        shutil.rmtree(out)
-    write_json(started, {"key": key, "config": slice_, "inputs": rundir.used_inputs})
+    if is_main():
+        if out.is_dir() and any(out.iterdir()) and not resumable:
+            log.info("%s holds the outputs of another config or other inputs - removing them", out)
+            shutil.rmtree(out)
+        write_json(started, {"key": key, "config": slice_, "inputs": rundir.used_inputs})
+    barrier()
     return None
 
 
 def train_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device) -> DataLoader:
-    """Shuffled, drop_last loader; the order depends on (seed, epoch) only (sampler.set_epoch)."""
+    """Shuffled, drop_last loader; the order depends on (seed, epoch) only (sampler.set_epoch).
+
+    `batch_size` is the global batch: under torchrun each of N ranks loads batch_size / N of it
+    (rank r takes every N-th image of the shuffled order), so step t covers the same images as
+    one process with the whole batch.
+    """
     if len(dataset) < batch_size:
         raise RecamInputError(f"recam: the training list has {len(dataset)} images, fewer than one batch "
                               f"of {batch_size} (drop_last) - lower the batch size or add images")
-    sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=True, seed=runtime.seed, drop_last=True)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True,
+    sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=runtime.seed,
+                                 drop_last=True)
+    return DataLoader(dataset, batch_size=per_rank_batch(batch_size), sampler=sampler, drop_last=True,
                       num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
                       persistent_workers=False)
 
@@ -111,7 +121,9 @@ def cam_net_from_config(model: ModelConfig, num_classes: int, *, pretrained: str
 
 
 def tensorboard_writer(folder: Path):
-    """A TensorBoard SummaryWriter in `folder/tb`, or None when tensorboard is not installed."""
+    """A TensorBoard SummaryWriter in `folder/tb`; None on ranks other than 0 or without tensorboard."""
+    if not is_main():
+        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

@@ -14,7 +14,7 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state
 from recam.errors import RecamInputError
 from recam.io import load_npz
 from recam.models.cam_net import build_cam_net
-from recam.pipeline import PLAN, RunDir, run_stage
+from recam.pipeline import PLAN, RunDir, run_stage, step_label
 from tests.conftest import compose_config
 
 
@@ -29,7 +29,10 @@ def test_all_stages_write_their_artifacts(tiny_all) -> None:
     for key in ("eval_seeds/cam", "eval_seeds/recam"):
         assert 0.0 <= summary[key]["miou"] <= 1.0
         assert 0.05 <= summary[key]["threshold"] <= 0.60
-    assert (rundir.root / "report.md").read_text().count("eval_seeds/") == 2
+    report = (rundir.root / "report.md").read_text()
+    results, timings = report.split("## Time per stage")
+    assert results.count("| eval_seeds/") == 2 and results.count("| eval_masks/") == 2
+    assert all(f"| {step_label(stage, overrides)} |" in timings for stage, overrides in PLAN)
 
 
 def test_seed_files_follow_the_spec_format(tiny_all) -> None:

@@ -1,0 +1,48 @@
+"""torchrun with 2 CPU processes (gloo): the DDP classifier equals the one-process run, and a
+sharded seed export equals the one-process export."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recam.engine.checkpoint import load_checkpoint
+from recam.io import load_npz
+from recam.pipeline import RunDir, run_stage
+from tests.conftest import compose_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_two_process_ddp_matches_one_process(tiny_all, tmp_path) -> None:
+    cfg, _ = tiny_all
+    prepare = RunDir(cfg.run).stage_dir("prepare")
+    common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", f"+run.inputs.prepare={prepare}",
+              "model.fixed_bn=true", "cam.batch_size=4", "cam.epochs=2", "cam.max_steps=2", "cam.momentum=0.9"]
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "recam.train",
+         *common, "run.name=ddp", "stage=all", "stage.steps=[cam,seeds/cam]",
+         f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_stage(compose_config([*common, "run.name=single", "stage=all", "stage.steps=[cam,seeds/cam]"]))
+
+    ddp = load_checkpoint(tmp_path / "ddp" / "cam" / "model.pt")
+    single = load_checkpoint(tmp_path / "single" / "cam" / "model.pt")
+    assert not any(k.startswith("module.") for k in ddp["model"])
+    for key, value in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], value, rtol=1e-4, atol=1e-5, msg=key)
+    history = load_checkpoint(tmp_path / "ddp" / "cam" / "checkpoints" / "last.pt")["history"]
+    single_history = load_checkpoint(tmp_path / "single" / "cam" / "checkpoints" / "last.pt")["history"]
+    assert abs(history[-1]["train_loss"] - single_history[-1]["train_loss"]) < 1e-4
+    # The export was sharded over the two ranks and finished once, by rank 0.
+    seeds = tmp_path / "ddp" / "seeds" / "cam"
+    assert (seeds / "DONE").is_file()
+    files = sorted(p.name for p in (tmp_path / "single" / "seeds" / "cam").glob("*.npz"))
+    assert files == sorted(p.name for p in seeds.glob("*.npz"))
+    for name in files:
+        np.testing.assert_allclose(load_npz(seeds / name)["high_res"],
+                                   load_npz(tmp_path / "single" / "seeds" / "cam" / name)["high_res"], atol=1e-4)
