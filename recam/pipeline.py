@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from recam.config import Config, RunConfig, RuntimeConfig
+from recam.engine.distributed import barrier, init_distributed, is_distributed, is_main
 from recam.errors import RecamInputError
 from recam.io import fingerprint, read_json, update_json, write_json, write_text
 
@@ -69,7 +70,10 @@ class RunDir:
 
     def finish(self, path: Path, config_slice: dict, results: dict | None = None,
                table: str | None = None) -> None:
-        """Write config.yaml-equivalent JSON, inputs.json, results.{json,md}, then DONE (last)."""
+        """Write config.yaml-equivalent JSON, inputs.json, results.{json,md}, then DONE (last).
+        Under torchrun only rank 0 writes."""
+        if not is_main():
+            return
         write_json(path / "config.json", config_slice)
         write_json(path / "inputs.json", self.used_inputs)
         if results is not None:
@@ -82,6 +86,8 @@ class RunDir:
 
     def add_summary(self, key: str, entry: dict) -> None:
         """Add `<eval stage>/<method>` -> {miou, threshold, ...} to the experiment's summary.json."""
+        if not is_main():
+            return
         update_json(self.summary_path, {key: entry})
 
 
@@ -137,6 +143,7 @@ def setup_runtime(runtime: RuntimeConfig) -> torch.device:
         torch.backends.cudnn.allow_tf32 = runtime.tf32
     if runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    device = init_distributed(device)   # torchrun: join the process group, cuda:LOCAL_RANK
     log.info("device %s, seed %d, torch %s", device, runtime.seed, torch.__version__)
     return device
 
@@ -191,6 +198,28 @@ def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
     return [entry for entry, label in zip(PLAN, labels) if label in selected]
 
 
+# Under torchrun these run on every rank (training splits batches, `seeds` splits images); the
+# others run on rank 0 while the rest wait.
+DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "seg"}
+# Stages whose ranks each export a shard: rank 0 runs them once more after the others finish, which
+# finds nothing left to do and writes DONE.
+SHARDED_STAGES = {"seeds"}
+
+
+def call_stage(stages: dict[str, StageFn], name: str, cfg: Config, device: torch.device) -> dict:
+    """One stage in this process, or across the torchrun ranks (see DISTRIBUTED_STAGES)."""
+    if not is_distributed():
+        return stages[name](cfg, RunDir(cfg.run), device)
+    results = {}
+    if name in DISTRIBUTED_STAGES or is_main():
+        results = stages[name](cfg, RunDir(cfg.run), device)
+    barrier()
+    if name in SHARDED_STAGES and is_main():
+        results = stages[name](cfg, RunDir(cfg.run), device)
+    barrier()
+    return results
+
+
 def with_stage_overrides(cfg: Config, stage: str, overrides: dict) -> Config:
     if not overrides:
         return cfg
@@ -206,7 +235,7 @@ def run_stage(cfg: Config) -> dict:
     plan_steps(cfg.stage.steps)  # a misspelt step fails before anything runs
     device = setup_runtime(cfg.runtime)
     if name != "all":
-        return stages[name](cfg, RunDir(cfg.run), device)
+        return call_stage(stages, name, cfg, device)
     results = {}
     for step, overrides in plan_steps(cfg.stage.steps):
         step_cfg = with_stage_overrides(cfg, step, overrides)
@@ -214,7 +243,7 @@ def run_stage(cfg: Config) -> dict:
         log.info("== %s ==", label)
         started = time.time()
         seed_everything(cfg.runtime.seed)
-        results[label] = stages[step](step_cfg, RunDir(cfg.run), device)
+        results[label] = call_stage(stages, step, step_cfg, device)
         log.info("%s took %.1f s", label, time.time() - started)
-    results["report"] = stages["report"](cfg, RunDir(cfg.run), device)
+    results["report"] = call_stage(stages, "report", cfg, device)
     return results
