@@ -7,6 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
+.PHONY: viz sweep-cam-methods
 .PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -95,6 +96,15 @@ sweep-thresholds: install
 SUMMARY ?= outputs
 summary: install
 	$(RUN) stage=summary summary.runs=$(SUMMARY)
+
+# CAM family (docs/cams.md): pictures of every method for a few images; every method as a seed
+# generator on a subset (cam_methods.split / max_images / scales), one table of mIoU, time, memory.
+viz: install
+	$(RUN) stage=visualize
+
+sweep-cam-methods: install
+	$(RUN) stage=all 'stage.steps=[prepare,cam]'
+	$(RUN) stage=cam_methods
 
 clean:
 	rm -rf outputs/$(EXP)

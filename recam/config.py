@@ -124,7 +124,7 @@ class RecamStage(TrainStage):
 
 @dataclass
 class SeedsStage:
-    method: str = "recam"          # cam | recam
+    method: str = "recam"          # cam | recam | a CAM-family method (recam/cams/methods.py: gradcam, scorecam, ...)
     split: str = "train_aug"       # which list to export (the reference exports all of train_aug)
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
     flip: bool = True
@@ -134,6 +134,14 @@ class SeedsStage:
     shard_index: int = 0
     use_fused_weight: bool = True  # ReCAM: W (.) V as in the reference; false = W alone (COCO reference)
     checkpoint_epoch: Optional[int] = None  # export from checkpoints/epoch_<n>.pt (keep_epochs); None = final weights
+    # CAM-family methods (gradcam, scorecam, ... - recam/cams/methods.py), all on the `cam` classifier:
+    target_layer: str = "backbone.layer4"  # the layer whose activations the methods weight
+    chunk_size: int = 32           # masked / ablated inputs per forward (scorecam, sscam, ablationcam)
+    top_k: Optional[int] = None    # scorecam/sscam/ablationcam: only the k channels of largest variance; None = all
+    noise_seed: int = 0            # seed of the noise of smoothgradcampp and sscam
+    n_samples: Optional[int] = None  # noisy samples (smoothgradcampp, sscam); None = the method's default (4 / 8)
+    noise_std: Optional[float] = None  # noise std (smoothgradcampp: input units, 0.3; sscam: mask units, 2.0)
+
 
 
 @dataclass
@@ -217,6 +225,35 @@ class SummaryStage:
 
 
 @dataclass
+class VisualizeStage:
+    """Pictures of CAMs and of the pipeline's outputs for a few images (recam/stages/visualize.py)."""
+    ids: list[str] = field(default_factory=list)  # image ids to show; empty = the first num_images of split
+    split: str = "val"
+    num_images: int = 4
+    methods: list[str] = field(default_factory=lambda: [
+        "cam", "gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam", "ablationcam", "xgradcam", "layercam"])
+    target_layer: str = "backbone.layer4"
+    feature_layer: str = "backbone.layer2"  # layer whose feature maps are shown as a grid
+    feature_channels: int = 32     # first N channels of feature_layer in the grid
+    top_k: Optional[int] = 64      # scorecam/sscam/ablationcam channels (None = all; slow on CPU)
+    overlay_alpha: float = 0.5     # heat-map opacity over the image
+    display_scale: int = 2         # nearest-neighbour upscaling of every picture (small images)
+
+
+@dataclass
+class CamMethodsStage:
+    """`make sweep-cam-methods`: export + evaluate seeds of every CAM method on a small subset, then
+    tabulate seed mIoU, time per image and peak memory (recam/stages/cam_methods.py)."""
+    methods: list[str] = field(default_factory=lambda: [
+        "cam", "gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam", "ablationcam", "xgradcam", "layercam"])
+    split: str = "train"           # seeds are exported and scored on this split ...
+    max_images: Optional[int] = 24  # ... its first N images (None = all; every method costs differently)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # fewer scales than seeds.scales, for speed
+    top_k: Optional[int] = 64      # channels for scorecam/sscam/ablationcam (None = all)
+    n_samples: Optional[int] = 4   # noisy samples for smoothgradcampp/sscam
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -233,6 +270,8 @@ class Config:
     masks: MasksStage = field(default_factory=MasksStage)
     eval_masks: EvalMasksStage = field(default_factory=EvalMasksStage)
     summary: SummaryStage = field(default_factory=SummaryStage)
+    visualize: VisualizeStage = field(default_factory=VisualizeStage)
+    cam_methods: CamMethodsStage = field(default_factory=CamMethodsStage)
 
 
 def register_configs() -> None:

@@ -154,9 +154,11 @@ StageFn = Callable[[Config, RunDir, torch.device], dict]
 def _stages() -> dict[str, StageFn]:
     # Imported here so that importing recam.pipeline stays cheap and side-effect free.
     from recam.stages import cam, eval_masks, eval_seeds, ir_labels, irn, masks, prepare, recam, report, seeds, summary
+    from recam.stages import cam_methods, visualize
     return {"prepare": prepare.run, "cam": cam.run, "recam": recam.run, "seeds": seeds.run,
             "eval_seeds": eval_seeds.run, "ir_labels": ir_labels.run, "irn": irn.run, "masks": masks.run,
-            "eval_masks": eval_masks.run, "report": report.run, "summary": summary.run}
+            "eval_masks": eval_masks.run, "report": report.run, "summary": summary.run,
+            "visualize": visualize.run, "cam_methods": cam_methods.run}
 
 
 # `stage=all`: the steps of one experiment, in order, with the per-step overrides of the stage slice.

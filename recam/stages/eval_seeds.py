@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from recam.cams.methods import CAM_METHODS
 from recam.config import Config
 from recam.data.voc12 import load_mask
 from recam.errors import RecamInputError
@@ -14,7 +15,8 @@ from recam.pipeline import RunDir, config_slice
 from recam.stages.common import load_prepared, begin_stage
 
 # Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
-DEFAULT_THRESHOLD = {"recam": 0.21, "cam": 0.15}
+# The CAM-family methods (gradcam, scorecam, ...) get CAM's 0.15: their maps are max-normalised the same way.
+DEFAULT_THRESHOLD = {"recam": 0.21, "cam": 0.15, **dict.fromkeys(CAM_METHODS, 0.15)}
 
 
 def sweep_thresholds(start: float, stop: float, step: float, fixed: float) -> np.ndarray:

@@ -5,6 +5,12 @@ Per image: `keys` (n,) int64 0-based classes, `cam` (n, h4, w4) float32 stride-4
 Images of equal size run as one batched forward per scale, with the flip pair in the same batch;
 no padding is involved, so the numbers equal the one-image path. Files already present are
 skipped, so an interrupted export resumes; `num_shards`/`shard_index` split it over processes.
+
+`seeds.method` is `cam`, `recam`, or a CAM-family method of `recam/cams/methods.py` (gradcam,
+scorecam, ...). The family methods all use the trained `cam` classifier and the same flip +
+multi-scale fusion and file format, so `eval_seeds` scores them unchanged; they run one image (and
+its mirror) per call, for the image's own classes. (`cam` keeps its one-forward closed form,
+which the library CAM equals - tests/unit/test_cams.py.)
 """
 from __future__ import annotations
 
@@ -16,11 +22,13 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from recam.cams.fusion import fuse_flip, fuse_scales, keys_from_label
-from recam.config import Config
+from recam.cams.fusion import CAM_STRIDE, fuse_flip, fuse_scales, keys_from_label, strided_size
+from recam.cams.methods import CAM_METHODS, compute_cams
+from recam.config import Config, SeedsStage
 from recam.data.datasets import MultiScaleDataset, collate_multiscale, image_size, size_buckets
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state
 from recam.engine.loop import autocast
+from recam.engine.memory import PeakMemory
 from recam.errors import RecamInputError
 from recam.io import save_npz
 from recam.models.cam_net import CamNet
@@ -30,7 +38,20 @@ from recam.stages.common import cam_net_from_config, load_prepared, begin_stage
 
 log = logging.getLogger(__name__)
 
-METHODS = ("cam", "recam")
+METHODS = ("cam", "recam", *(m for m in CAM_METHODS if m != "cam"))
+# Settings that only the CAM-family methods read: left out of the config slice of cam/recam seeds.
+FAMILY_SETTINGS = ("target_layer", "chunk_size", "top_k", "noise_seed", "n_samples", "noise_std")
+
+
+def source_stage(method: str) -> str:
+    """The stage whose classifier a seed method uses: `recam` for ReCAM, `cam` for every other."""
+    return "recam" if method == "recam" else "cam"
+
+
+def method_options(stage: SeedsStage) -> dict:
+    """The CAM-family options of the config (None = the method's own default)."""
+    return {"chunk_size": stage.chunk_size, "top_k": stage.top_k, "seed": stage.noise_seed,
+            "n_samples": stage.n_samples, "noise_std": stage.noise_std}
 
 
 def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: list[str]) -> tuple[CamNet, torch.Tensor]:
@@ -38,20 +59,21 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: 
     method = cfg.seeds.method
     if method not in METHODS:
         raise RecamInputError(f"recam: seeds.method={method!r} is not one of {', '.join(METHODS)}")
-    folder = rundir.require(method)
+    source = source_stage(method)
+    folder = rundir.require(source)
     epoch = cfg.seeds.checkpoint_epoch
-    source = folder / "model.pt" if epoch is None else folder / "checkpoints" / f"epoch_{epoch}.pt"
-    if not source.is_file():
-        raise RecamInputError(f"recam: {source} does not exist - seeds.checkpoint_epoch={epoch} needs "
-                              f"{method}.keep_epochs=true and at least {epoch} epochs")
+    path = folder / "model.pt" if epoch is None else folder / "checkpoints" / f"epoch_{epoch}.pt"
+    if not path.is_file():
+        raise RecamInputError(f"recam: {path} does not exist - seeds.checkpoint_epoch={epoch} needs "
+                              f"{source}.keep_epochs=true and at least {epoch} epochs")
     cam_net = cam_net_from_config(cfg.model, num_classes, pretrained="none")
-    checkpoint = load_checkpoint(source)
-    check_class_names(checkpoint, class_names, source)
-    if method == "cam":
-        load_model_state(cam_net, checkpoint["model"], source)
+    checkpoint = load_checkpoint(path)
+    check_class_names(checkpoint, class_names, path)
+    if source == "cam":
+        load_model_state(cam_net, checkpoint["model"], path)
         return cam_net, cam_net.classifier.weight.detach().flatten(1)
     model = RecamNet(cam_net)
-    load_model_state(model, checkpoint["model"], source)
+    load_model_state(model, checkpoint["model"], path)
     return cam_net, model.cam_weight(fused=cfg.seeds.use_fused_weight).detach()
 
 
@@ -72,6 +94,29 @@ def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch
             for i in range(count)]
 
 
+def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
+                        options: dict) -> list[dict[str, torch.Tensor]]:
+    """Seeds of one size bucket by CAM-family `method`: per image and scale, one call on
+    [x, mirror(x)] for the image's classes, then the same flip and scale fusion as `export_batch`.
+    The noise of the smoothing methods is seeded the same way for every image, so a resumed or
+    sharded export writes the same files."""
+    seeds = []
+    for i in range(len(batch["ids"])):
+        keys = keys_from_label(torch.from_numpy(batch["labels"][i])).to(device)
+        if keys.numel() == 0:   # no class: nothing to explain, no forward needed
+            height, width = batch["size"]
+            seeds.append({"cam": torch.zeros(0, *strided_size(height, width, CAM_STRIDE)),
+                          "high_res": torch.zeros(0, height, width)})
+            continue
+        fused = []
+        for images in batch["images"]:
+            x = images[i:i + 1].to(device)
+            maps = compute_cams(method, model, target_layer, torch.cat([x, x.flip(-1)]), keys, **options)
+            fused.append(fuse_flip(maps))
+        seeds.append(fuse_scales(fused, batch["size"], torch.arange(len(keys), device=device)))
+    return seeds
+
+
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage, data_cfg = cfg.seeds, cfg.dataset
     if stage.high_res_dtype not in ("float16", "float32"):
@@ -80,7 +125,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
-    slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ("num_shards", "shard_index", "bucket_size")}
+    ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
+    slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
@@ -100,16 +146,24 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=collate_multiscale,
                         num_workers=cfg.runtime.num_workers)
     high_dtype = np.dtype(stage.high_res_dtype)
-    with tqdm(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True) as bar:
+
+    def export(batch: dict) -> list[dict[str, torch.Tensor]]:
+        if stage.method in ("cam", "recam"):
+            return export_batch(model, weight, batch, device, cfg.runtime.amp)
+        # float32: the gradient and score methods do not run under autocast
+        return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage))
+
+    with PeakMemory(device) as memory, \
+            tqdm(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True) as bar:
         for batch in loader:
-            for image_id, label, seed in zip(batch["ids"], batch["labels"], export_batch(model, weight, batch, device, cfg.runtime.amp)):
+            for image_id, label, seed in zip(batch["ids"], batch["labels"], export(batch)):
                 save_npz(out / f"{image_id}.npz", keys=np.flatnonzero(label > 0).astype(np.int64),
                          cam=seed["cam"].cpu().numpy().astype(np.float32),
                          high_res=seed["high_res"].cpu().numpy().astype(high_dtype))
             bar.update(len(batch["ids"]))
     missing = [i for i in all_ids if not (out / f"{i}.npz").is_file()]
     results = {"method": stage.method, "split": stage.split, "images": len(all_ids), "exported_now": len(todo),
-               "seconds_per_image": round(bar.format_dict["elapsed"] / max(len(todo), 1), 4)}
+               "seconds_per_image": round(bar.format_dict["elapsed"] / max(len(todo), 1), 4), **memory.result()}
     if missing:  # other shards still running: their last one to finish writes DONE
         log.info("seeds/%s: %d images belong to other shards and are not exported yet", stage.method, len(missing))
         return results

@@ -1,0 +1,110 @@
+"""Stage `visualize` (`make viz`): pictures of the CAM family and of the pipeline's outputs.
+
+For `visualize.ids` (or the first `num_images` of `visualize.split`), with the `cam` classifier:
+
+    visualize/<id>/overlays.png   per class (rows) x method (columns): JET heat map over the image
+    visualize/<id>/features.png   the first channels of `feature_layer` (torchvision make_grid)
+    visualize/<id>/guided.png     per class: guided backprop, deconvnet, guided Grad-CAM
+    visualize/<id>/labels.png     ground truth, and in the VOC palette whatever exists for the id:
+                                  seeds/<m> (at eval_seeds' best threshold, else the default),
+                                  masks/<m>/<id>.png, eval_seg/<labels>/**/<id>.png
+    visualize/index.html          one page indexing them
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from recam.cams.cam import normalize_max, resize_maps
+from recam.cams.guided import deconvnet, guided_backprop, guided_grad_cam
+from recam.cams.hooks import capture
+from recam.cams.methods import TITLES, compute_cams
+from recam.config import Config
+from recam.data.datasets import multiscale_inputs, read_image
+from recam.data.voc12 import load_mask
+from recam.errors import RecamInputError
+from recam.eval.metrics import seed_label
+from recam.io import atomic_write_with, load_label_png, load_npz, read_json, write_text
+from recam.pipeline import RunDir, config_slice
+from recam.stages import seeds as seeds_stage
+from recam.stages.common import begin_stage, load_prepared
+from recam.stages.eval_seeds import DEFAULT_THRESHOLD
+from recam.viz.grids import feature_grid, tile
+from recam.viz.html import Section, index_page
+from recam.viz.overlays import colorize_labels, gradient_image, overlay, upscale
+
+
+def save_png(path: Path, picture: np.ndarray) -> None:
+    atomic_write_with(path, lambda buffer: Image.fromarray(picture).save(buffer, format="PNG"))
+
+
+def label_pictures(rundir: RunDir, root: str, image_id: str) -> list[tuple[np.ndarray, str]]:
+    """Ground truth plus every seed / mask / prediction found for the id, as palette pictures."""
+    found = [(colorize_labels(load_mask(root, image_id)), "ground truth")]
+    for folder in sorted(rundir.stage_dir("seeds").glob(f"*/{image_id}.npz")):
+        method = folder.parent.name
+        scores = rundir.stage_dir("eval_seeds", method) / "results.json"
+        t = read_json(scores)["threshold"] if scores.is_file() else DEFAULT_THRESHOLD.get(method, 0.15)
+        seed = load_npz(folder)
+        found.append((colorize_labels(seed_label(seed["high_res"].astype(np.float32), seed["keys"], t)),
+                      f"seeds/{method} t={t:.2f}"))
+    for stage in ("masks", "eval_seg"):
+        for path in sorted(rundir.stage_dir(stage).glob(f"*/{image_id}.png")) + \
+                sorted(rundir.stage_dir(stage).glob(f"*/*/{image_id}.png")):
+            found.append((colorize_labels(load_label_png(path)), str(path.parent.relative_to(rundir.stage_dir(stage).parent))))
+    return found
+
+
+def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
+    stage, scale = cfg.visualize, cfg.visualize.display_scale
+    data = load_prepared(rundir, cfg.dataset)
+    cam_cfg = dataclasses.replace(cfg, seeds=dataclasses.replace(cfg.seeds, method="cam"))
+    model, _ = seeds_stage.load_seed_model(cam_cfg, rundir, len(data.class_names), data.class_names)
+    out = rundir.stage_dir("visualize")
+    if (done := begin_stage(rundir, out, config_slice(cfg, "dataset", "model", "seeds", "visualize"), True)) is not None:
+        return done   # never: pictures of other stages' outputs are always redrawn (force=True)
+    ids = list(stage.ids) or data.ids(stage.split)[: stage.num_images]
+    if unknown := [i for i in ids if i not in data.labels]:
+        raise RecamInputError(f"recam: visualize.ids has ids that are not in the dataset: {unknown[:3]}")
+    model = model.to(device).eval()
+    options = {**seeds_stage.method_options(cfg.seeds), "top_k": stage.top_k}
+    sections = []
+    for image_id in ids:
+        rgb = read_image(cfg.dataset.root, image_id)
+        x = multiscale_inputs(rgb, [1.0], cfg.dataset.mean, cfg.dataset.std)[0].unsqueeze(0).to(device)
+        keys = np.flatnonzero(data.labels[image_id] > 0).tolist()
+        names = [data.class_names[k] for k in keys]
+        heat = {m: normalize_max(resize_maps(compute_cams(m, model, stage.target_layer, x, keys, **options),
+                                             rgb.shape[:2]))[0].cpu().numpy() for m in stage.methods}
+        cells, captions = [], []
+        for k, name in enumerate(names):   # one row per class: the image, then each method
+            cells += [rgb] + [overlay(rgb, heat[m][k], stage.overlay_alpha) for m in stage.methods]
+            captions += [name] + [TITLES[m] for m in stage.methods]
+        folder = out / image_id
+        save_png(folder / "overlays.png", tile([upscale(c, scale) for c in cells], captions,
+                                               columns=1 + len(stage.methods)))
+        with torch.no_grad(), capture(model.get_submodule(stage.feature_layer)) as features:
+            model(x)
+        save_png(folder / "features.png", upscale(feature_grid(features.get()[0], stage.feature_channels), scale))
+        gradients = [f(model, x, keys) for f in (guided_backprop, deconvnet)]
+        gradients.append(guided_grad_cam(model, stage.target_layer, x, keys))
+        pictures = [gradient_image(g[0, k].cpu().numpy()) for k in range(len(keys)) for g in gradients]
+        texts = [f"{kind}: {name}" for name in names for kind in ("guided backprop", "deconvnet", "guided Grad-CAM")]
+        save_png(folder / "guided.png", tile([upscale(p, scale) for p in pictures], texts, columns=3))
+        labels = label_pictures(rundir, cfg.dataset.root, image_id)
+        save_png(folder / "labels.png", tile([upscale(p, scale) for p, _ in labels], [t for _, t in labels]))
+        sections.append(Section(f"{image_id}: {', '.join(names)}", pictures=[
+            (f"{image_id}/overlays.png", "CAM heat maps: one row per class, one column per method"),
+            (f"{image_id}/labels.png", "ground truth, seeds, masks and predictions present for this image"),
+            (f"{image_id}/guided.png", "guided backprop, deconvnet, guided Grad-CAM per class"),
+            (f"{image_id}/features.png", f"first {stage.feature_channels} channels of {stage.feature_layer}")]))
+    intro = (f"Run {cfg.run.name}: the `cam` classifier on {len(ids)} images of {stage.split}; methods "
+             f"{', '.join(TITLES[m] for m in stage.methods)} at {stage.target_layer} (heat maps max-normalised, JET).")
+    write_text(out / "index.html", index_page(f"recam visualize: {cfg.run.name}", intro, sections))
+    results = {"images": ids, "methods": list(stage.methods), "index": str(out / "index.html")}
+    rundir.finish(out, config_slice(cfg, "dataset", "model", "seeds", "visualize"), results)
+    return results
