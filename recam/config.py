@@ -72,6 +72,8 @@ class DatasetConfig:
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     max_images: Optional[int] = None  # debug: keep only the first N ids of every list
+    check_images: str = "decode"   # prepare reads every image: decode (full) | header | none
+    bad_images: str = "fail"       # an unreadable/corrupt image: fail (one line naming it) | skip (left out of every list, reported)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
 

@@ -39,15 +39,25 @@ VOC_PALETTE: list[int] = _voc_palette()  # 768 ints; index 255 is (224, 224, 192
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` via `path.tmp` + `os.replace` (creating parent folders)."""
+    """Write `data` to `path` via a temporary file + `os.replace` (creating parent folders).
+
+    The old file (if any) stays intact until the new one is complete. A failed write (full disk,
+    quota, permissions) removes the partial temporary file and raises one RecamInputError line;
+    the temporary name carries the process id, so concurrent writers never share it.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise RecamInputError(f"recam: cannot write {path} ({err.strerror or err}) - free disk space or fix the "
+                              "folder's permissions and re-run: finished files are kept and the stage resumes") from err
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[io.BytesIO], None]) -> None:

@@ -15,16 +15,19 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from tqdm import tqdm
 
 from recam.data.voc12 import (
     DOWNLOAD_HINT,
     annotation_path,
     check_voc_root,
+    image_path,
     labels_from_xml,
     read_class_names,
     read_id_list,
@@ -262,24 +265,80 @@ def load_cls_labels(path: str | os.PathLike, *, num_classes: int | None = None) 
     return {str(image_id): row.astype(np.float32) for image_id, row in zip(ids, labels)}
 
 
+CHECK_MODES = ("decode", "header", "none")
+BAD_IMAGE_POLICIES = ("fail", "skip")
+
+
+def _image_problem(path: Path, decode: bool) -> str | None:
+    """None if the image opens (and, with decode, decodes fully); else the reason."""
+    try:
+        with Image.open(path) as image:
+            if decode:
+                image.load()
+    except Exception as err:  # missing, truncated, not an image, ...
+        return f"{type(err).__name__}: {err}"
+    return None
+
+
+def find_bad_images(root: str | os.PathLike, ids: Sequence[str], mode: str = "decode",
+                    workers: int | None = None) -> dict[str, str]:
+    """{id: reason} of the images of `ids` that cannot be opened (mode header) or decoded (decode).
+
+    Decoding a VOC-sized JPEG takes a few ms and PIL releases the GIL, so a thread pool checks
+    the 12k images of VOC train_aug + val in well under a minute.
+    """
+    if mode not in CHECK_MODES:
+        raise RecamInputError(f"recam: dataset.check_images={mode!r} - use one of {', '.join(CHECK_MODES)}")
+    if mode == "none" or not ids:
+        return {}
+    paths = [image_path(root, i) for i in ids]
+    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
+        problems = list(tqdm(pool.map(lambda p: _image_problem(p, mode == "decode"), paths), total=len(paths),
+                             desc="check images", unit="img", dynamic_ncols=True))
+    return {i: why for i, why in zip(ids, problems) if why is not None}
+
+
+def drop_bad_images(splits: dict[str, list[str]], bad: Mapping[str, str], root: str | os.PathLike,
+                    policy: str) -> dict[str, list[str]]:
+    """Apply dataset.bad_images: fail -> one line naming the first bad file; skip -> the splits without them."""
+    if policy not in BAD_IMAGE_POLICIES:
+        raise RecamInputError(f"recam: dataset.bad_images={policy!r} - use one of {', '.join(BAD_IMAGE_POLICIES)}")
+    if not bad:
+        return splits
+    first = next(iter(bad))
+    if policy == "fail":
+        raise RecamInputError(f"recam: {len(bad)} images are unreadable or corrupt, e.g. {image_path(root, first)} "
+                              f"({bad[first]}) - replace them, or set dataset.bad_images=skip to leave them out")
+    log.warning("leaving out %d unreadable images (dataset.bad_images=skip), e.g. %s (%s)", len(bad), first, bad[first])
+    return {split: [i for i in split_ids if i not in bad] for split, split_ids in splits.items()}
+
+
 def prepare_voc12(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
     *,
     sbd_root: str | os.PathLike | None = None,
+    check_images: str = "none",
+    bad_images: str = "fail",
 ) -> dict[str, Any]:
     """The `prepare` stage's work on a VOC-layout root: lists + XML labels -> files in `out_dir`.
 
     Checks the devkit, derives the splits (`derive_splits`) and the labels of train_aug ∪ val ∪
     train (`derive_labels`, rows sorted by id), writes them with `write_prepared` and returns its
     statistics. Class names come from `read_class_names` (VOC's 20 unless `class_names.txt`).
+    `check_images` / `bad_images`: see `find_bad_images` and `drop_bad_images` (the stage passes
+    dataset.check_images, decode by default; the function's own default skips the check).
     """
     root = check_voc_root(root)
     class_names = read_class_names(root)
     splits = derive_splits(root, sbd_root)
     ids = sorted({image_id for split in LABELLED_SPLITS for image_id in splits[split]})
+    bad = find_bad_images(root, ids, check_images)
+    splits = drop_bad_images(splits, bad, root, bad_images)
+    ids = [i for i in ids if i not in bad]
     labels = derive_labels(root, ids, class_names)
     stats = write_prepared(out_dir, splits, ids, labels, class_names)
+    stats["bad_images"] = dict(bad)
     no_label = stats["splits"]["train_aug"]["no_label"]
     if no_label:
         log.warning("%d train_aug images have no label of %d classes; they give the classifier only negatives",

@@ -23,7 +23,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if cfg.dataset.name == "synthetic":
         info = generate_synthetic(cfg.dataset.root, cfg.dataset.synthetic, overwrite=cfg.prepare.overwrite)
         log.info("synthetic dataset at %s: %s", cfg.dataset.root, info)
-    stats = prepare_voc12(cfg.dataset.root, out, sbd_root=cfg.dataset.sbd_root)
+    stats = prepare_voc12(cfg.dataset.root, out, sbd_root=cfg.dataset.sbd_root,
+                          check_images=cfg.dataset.check_images, bad_images=cfg.dataset.bad_images)
     rows = [[split, s["images"], f"{s['mean_labels']:.3f}" if "mean_labels" in s else "-",
              s.get("single_label", "-")] for split, s in stats["splits"].items()]
     table = "# prepare\n\n" + markdown_table(["split", "images", "labels/image", "single-label"], rows)
