@@ -200,12 +200,12 @@ def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
     return [entry for entry, label in zip(PLAN, labels) if label in selected]
 
 
-# Under torchrun these run on every rank (training splits batches, `seeds` splits images); the
+# Under torchrun these run on every rank (training splits batches, exports split images); the
 # others run on rank 0 while the rest wait.
-DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "seg"}
+DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "masks", "seg"}
 # Stages whose ranks each export a shard: rank 0 runs them once more after the others finish, which
 # finds nothing left to do and writes DONE.
-SHARDED_STAGES = {"seeds"}
+SHARDED_STAGES = {"seeds", "masks"}
 
 
 def call_stage(stages: dict[str, StageFn], name: str, cfg: Config, device: torch.device) -> dict:

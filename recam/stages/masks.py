@@ -23,6 +23,7 @@ from recam.data.datasets import read_image
 from recam.data.transforms import normalize, to_chw
 from recam.data.voc12 import image_path
 from recam.engine.checkpoint import load_checkpoint, load_model_state
+from recam.engine.distributed import rank, world_size
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
 from recam.io import load_npz, load_rgb, markdown_table, save_label_png, save_npz
@@ -89,7 +90,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if missing:
         raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
                               f"seeds for masks.split={stage.split} (seeds.split)")
-    todo = [i for i in ids if not (out / f"{i}.png").is_file()]
+    # Under torchrun each rank makes every world_size-th missing mask; rank 0 finishes the stage.
+    todo = [i for i in ids if not (out / f"{i}.png").is_file()][rank()::world_size()]
     log.info("masks/%s: %d of %d images to do", stage.method, len(todo), len(ids))
     results = {"method": stage.method, "seeds": stage.seeds, "split": stage.split, "images": len(ids),
                "made_now": len(todo)}
@@ -102,6 +104,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     else:
         walk_masks(cfg, irn_dir, seeds, out, todo, device)
         results["threshold"] = stage.bg_threshold
+    if any(not (out / f"{i}.png").is_file() for i in ids):   # other ranks' shares are not written yet
+        return results
     table = f"# masks/{stage.method}\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
     rundir.finish(out, slice_, results, table)
     return results
