@@ -249,10 +249,10 @@ class CamMethodsStage:
     methods: list[str] = field(default_factory=lambda: [
         "cam", "gradcam", "gradcampp", "smoothgradcampp", "scorecam", "sscam", "ablationcam", "xgradcam", "layercam"])
     split: str = "train"           # seeds are exported and scored on this split ...
-    max_images: Optional[int] = 24  # ... its first N images (None = all; every method costs differently)
+    max_images: Optional[int] = 16  # ... its first N images (None = all; every method costs differently)
     scales: list[float] = field(default_factory=lambda: [1.0])  # fewer scales than seeds.scales, for speed
-    top_k: Optional[int] = 64      # channels for scorecam/sscam/ablationcam (None = all)
-    n_samples: Optional[int] = 4   # noisy samples for smoothgradcampp/sscam
+    top_k: Optional[int] = 32      # channels for scorecam/sscam/ablationcam (None = all)
+    n_samples: Optional[int] = 2   # noisy samples for smoothgradcampp/sscam
 
 
 @dataclass

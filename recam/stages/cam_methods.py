@@ -69,7 +69,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
                            "memory_measure": exported.get("memory_measure"), "images": scored["images"]}
         r = records[method]
         rows.append([TITLES.get(method, method), f"{100 * r['miou']:.1f}", f"{r['threshold']:.2f}",
-                     f"{100 * r['miou_fixed']:.1f}", f"{r['seconds_per_image']:.3f}", r["peak_memory_mb"]])
+                     f"{100 * r['miou_fixed']:.1f}", f"{r['seconds_per_image']:.2f}", f"{r['peak_memory_mb']:.0f}"])
     measure = next(iter(records.values()))["memory_measure"]
     images = next(iter(records.values()))["images"]
     settings = (f"{images} images of `{stage.split}`, scales {list(stage.scales)} + flip, top_k {stage.top_k}, "
