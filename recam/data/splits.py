@@ -338,7 +338,9 @@ def prepare_voc12(
     ids = [i for i in ids if i not in bad]
     labels = derive_labels(root, ids, class_names)
     stats = write_prepared(out_dir, splits, ids, labels, class_names)
-    stats["bad_images"] = dict(bad)
+    if bad:   # label_stats.json keeps the reference statistics; the left-out images are reported beside
+        write_json(Path(out_dir) / "bad_images.json", bad)
+    stats = {**stats, "bad_images": dict(bad)}
     no_label = stats["splits"]["train_aug"]["no_label"]
     if no_label:
         log.warning("%d train_aug images have no label of %d classes; they give the classifier only negatives",
