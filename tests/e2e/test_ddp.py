@@ -2,6 +2,7 @@
 sharded seed export equals the one-process export."""
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -17,13 +18,20 @@ from tests.conftest import compose_config
 REPO = Path(__file__).resolve().parents[2]
 
 
+def free_port() -> int:
+    """A free TCP port for the rendezvous (a fixed one collides with concurrent test runs)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def test_two_process_ddp_matches_one_process(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     prepare = RunDir(cfg.run).stage_dir("prepare")
     common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", f"+run.inputs.prepare={prepare}",
               "model.fixed_bn=true", "cam.batch_size=4", "cam.epochs=2", "cam.max_steps=2", "cam.momentum=0.9"]
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "recam.train",
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "recam.train",
          *common, "run.name=ddp", "stage=all", "stage.steps=[cam,seeds/cam]",
          f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}"],
         capture_output=True, text=True, cwd=REPO, timeout=600)
