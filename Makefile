@@ -8,7 +8,7 @@ ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
 .PHONY: viz sweep-cam-methods
-.PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam report clean bench \
+.PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
 $(VENV)/.installed: pyproject.toml
@@ -63,6 +63,18 @@ eval_masks: install
 
 eval_masks-crf: install
 	$(RUN) stage=eval_masks eval_masks.method=crf
+
+seg: install
+	$(RUN) stage=seg seg.labels=pseudo
+
+seg-gt: install
+	$(RUN) stage=seg seg.labels=gt
+
+eval_seg: install
+	$(RUN) stage=eval_seg eval_seg.labels=pseudo
+
+eval_seg-gt: install
+	$(RUN) stage=eval_seg eval_seg.labels=gt
 
 report: install
 	$(RUN) stage=report

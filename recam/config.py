@@ -145,7 +145,6 @@ class SeedsStage:
     noise_std: Optional[float] = None  # noise std (smoothgradcampp: input units, 0.3; sscam: mask units, 2.0)
 
 
-
 @dataclass
 class EvalSeedsStage:
     method: str = "recam"
@@ -220,6 +219,47 @@ class EvalMasksStage:
 
 
 @dataclass
+class SegStage:
+    """DeepLab training on pseudo masks or ground truth (spec §7.1, deeplab-pytorch defaults)."""
+    labels: str = "pseudo"         # pseudo: masks/<masks> PNGs | gt: ground-truth masks (fully supervised upper bound)
+    masks: str = "irn"             # labels=pseudo: which masks/<method> to train on
+    split: str = "train_aug"       # labels=pseudo: ids to train on
+    gt_split: str = "train"        # labels=gt: ids with a GT mask (VOC train: 1,464 in SegmentationClass)
+    gt_folder: str = "SegmentationClass"  # labels=gt: mask folder under dataset.root; SegmentationClassAug + gt_split=train_aug = deeplab-pytorch's setting
+    arch: str = "deeplabv2_resnet101"  # deeplabv2_resnet18/34/50/101/152 | deeplabv3_resnet50 | deeplabv3_resnet101
+    pretrained: str = "imagenet"   # backbone: imagenet | none | cam (the cam stage's backbone) | a state_dict path
+    output_stride: int = 8         # 8 (reference) | 16 (deeplabv2 only)
+    msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multi-scale inputs; [] = none
+    fixed_bn: bool = True          # BN in eval mode, BN parameters never updated (reference); false trains BN
+    iterations: int = 20000        # optimizer updates
+    batch_size: int = 5            # images per forward
+    iter_size: int = 2             # forwards accumulated per update (10 images per update)
+    crop_size: int = 321
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])  # discrete train scales
+    lr: float = 2.5e-4             # backbone; ASPP weights x head_lr_mult, ASPP biases x head_bias_lr_mult
+    momentum: float = 0.9          # a real momentum here (unlike the classifier's 1e-4 quirk)
+    weight_decay: float = 5e-4     # backbone and head weights; head biases 0
+    head_lr_mult: float = 10.0
+    head_bias_lr_mult: float = 20.0
+    poly_power: float = 0.9
+    lr_decay_every: int = 10       # the poly rate is recomputed every N updates (LR_DECAY)
+    checkpoint_every: int = 5000   # checkpoints/last.pt every N updates and at the end
+    log_every: int = 10
+    grad_clip: Optional[float] = None
+    check_labels: bool = True      # read every label file before training (values, sizes); false: existence only
+
+
+@dataclass
+class EvalSegStage:
+    """Segmentation mIoU of a `seg` model on a labelled split (spec §7.1 "Test", "Metric", "CRF")."""
+    labels: str = "pseudo"         # which seg/<labels> model to evaluate
+    split: Optional[str] = None    # None = dataset.val_list (val, 1,449 on VOC)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # extra test scales (MSC already fuses 1/0.75/0.5)
+    flip: bool = False             # the reference tests without flip
+    crf: bool = True               # also score dense-CRF refined predictions (the paper's 68.5 is with CRF)
+
+
+@dataclass
 class SummaryStage:
     """`stage=summary`: one table over many runs (a sweep)."""
     runs: str = ""                 # folder to scan for runs (summary.json); "" = run.root
@@ -272,6 +312,8 @@ class Config:
     masks: MasksStage = field(default_factory=MasksStage)
     eval_masks: EvalMasksStage = field(default_factory=EvalMasksStage)
     summary: SummaryStage = field(default_factory=SummaryStage)
+    seg: SegStage = field(default_factory=SegStage)
+    eval_seg: EvalSegStage = field(default_factory=EvalSegStage)
     visualize: VisualizeStage = field(default_factory=VisualizeStage)
     cam_methods: CamMethodsStage = field(default_factory=CamMethodsStage)
 

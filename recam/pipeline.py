@@ -154,10 +154,13 @@ StageFn = Callable[[Config, RunDir, torch.device], dict]
 def _stages() -> dict[str, StageFn]:
     # Imported here so that importing recam.pipeline stays cheap and side-effect free.
     from recam.stages import cam, eval_masks, eval_seeds, ir_labels, irn, masks, prepare, recam, report, seeds, summary
+    from recam.stages import eval_seg, seg
     from recam.stages import cam_methods, visualize
     return {"prepare": prepare.run, "cam": cam.run, "recam": recam.run, "seeds": seeds.run,
             "eval_seeds": eval_seeds.run, "ir_labels": ir_labels.run, "irn": irn.run, "masks": masks.run,
             "eval_masks": eval_masks.run, "report": report.run, "summary": summary.run,
+            "seg": seg.run,
+            "eval_seg": eval_seg.run,
             "visualize": visualize.run, "cam_methods": cam_methods.run}
 
 
@@ -176,6 +179,11 @@ PLAN: list[tuple[str, dict]] = [
     ("eval_masks", {"method": "crf"}),
     ("masks", {"method": "irn"}),
     ("eval_masks", {"method": "irn"}),
+    ("seg", {"labels": "pseudo"}),
+    ("eval_seg", {"labels": "pseudo"}),
+    ("seg", {"labels": "gt"}),
+    ("eval_seg", {"labels": "gt"}),
+    ("visualize", {}),
 ]
 
 
@@ -202,7 +210,7 @@ def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
 
 # Under torchrun these run on every rank (training splits batches, exports split images); the
 # others run on rank 0 while the rest wait.
-DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "masks", "seg"}
+DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "masks"}   # seg: its own loop, rank 0 only for now
 # Stages whose ranks each export a shard: rank 0 runs them once more after the others finish, which
 # finds nothing left to do and writes DONE.
 SHARDED_STAGES = {"seeds", "masks"}

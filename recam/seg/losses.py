@@ -1,0 +1,47 @@
+"""The DeepLab training loss (spec §7.1, "Loss"): pixel cross-entropy with ignore 255 on every
+multi-scale output, against the label resized to that output's size, summed."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+IGNORE_INDEX = 255
+
+
+def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
+    """Nearest-resize label maps (B, H, W) int64 to `size` (h, w), values kept (255 stays 255).
+
+    "nearest-exact" samples source pixel floor((i + 0.5) * H / h), the centre rule of PIL's
+    NEAREST that deeplab-pytorch's `resize_labels` uses (torch's plain "nearest" takes floor(i * H / h)).
+    """
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return resized[:, 0].long()
+
+
+def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Mean cross-entropy over the pixels whose label is not `ignore_index`.
+
+    logits: (B, C, h, w) float; labels: (B, h, w) int64 in 0..C-1 or ignore_index.
+    Returns a scalar: sum of -log softmax(logits)[label] over valid pixels / their count, and 0
+    (still differentiable, zero gradient) when no pixel is valid. Deviation: torch's mean reduction
+    (deeplab-pytorch) gives 0/0 = NaN there, e.g. on a 0.5-scale output of an all-ignore crop.
+    """
+    total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
+    count = (labels != ignore_index).sum()
+    return total / count.clamp(min=1)
+
+
+def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+    """Sum over the logit maps of `cross_entropy_ignore(map, labels nearest-resized to the map)`.
+
+    outputs: one (B, C, h, w) map or the MSC training list [full, per-scale..., max];
+    labels: (B, H, W) int64 at the input resolution (0..C-1, 255 ignored).
+    """
+    maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    return torch.stack([cross_entropy_ignore(m, resize_labels(labels, m.shape[-2:]), ignore_index)
+                        for m in maps]).sum()

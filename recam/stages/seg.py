@@ -1,0 +1,111 @@
+"""Stage `seg`: train DeepLab on the pseudo masks of stage `masks` (seg.labels=pseudo) or on the
+ground-truth masks (seg.labels=gt, the fully supervised upper bound), spec §7.1."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+from recam.config import Config
+from recam.data.seg_dataset import SegTrainDataset, check_label_files
+from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state, save_checkpoint
+from recam.engine.iter_loop import StepBatchSampler, train_iterations
+from recam.errors import RecamInputError
+from recam.io import markdown_table
+from recam.models.deeplab import MSC, build_seg_model, seg_param_groups
+from recam.pipeline import RunDir, config_slice
+from recam.seg.losses import msc_loss
+from recam.seg.optim import make_seg_sgd
+from recam.stages.common import begin_stage, load_prepared, tensorboard_writer
+
+LABELS = ("pseudo", "gt")
+
+
+def png_in(folder: Path, image_id: str) -> Path:
+    return folder / f"{image_id}.png"
+
+
+def seg_step(model: MSC, batch: dict) -> dict[str, torch.Tensor]:
+    return {"loss": msc_loss(model(batch["image"]), batch["label"])}
+
+
+def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
+    """The network to train; pretrained=cam starts its backbone from the `cam` classifier's (the
+    offline demo's stand-in for ImageNet weights, as irn.pretrained=cam)."""
+    if pretrained != "cam":
+        return build_seg_model(**model_config, pretrained=pretrained)
+    source = rundir.require("cam") / "model.pt"
+    model = build_seg_model(**model_config, pretrained="none")
+    state = load_checkpoint(source)["model"]
+    load_model_state(model.base.backbone, {key.removeprefix("backbone."): value for key, value in state.items()
+                                           if key.startswith("backbone.")}, source)
+    return model
+
+
+def load_trained(path: Path, class_names: list[str]) -> MSC:
+    """The network of a `seg` model.pt, built from its recorded settings and loaded strictly."""
+    checkpoint = load_checkpoint(path)
+    check_class_names(checkpoint, class_names, path)
+    model = build_seg_model(**checkpoint["model_config"], pretrained="none")
+    load_model_state(model, checkpoint["model"], path)
+    return model
+
+
+def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
+    stage, root = cfg.seg, cfg.dataset.root
+    if stage.labels not in LABELS:
+        raise RecamInputError(f"recam: seg.labels={stage.labels!r} - use one of {', '.join(LABELS)}")
+    data = load_prepared(rundir, cfg.dataset)
+    if stage.labels == "pseudo":
+        ids, folder = data.ids(stage.split), rundir.require("masks", stage.masks)
+    else:
+        # VOC: SegmentationClass holds GT for train/val only; train_aug's is SBD's SegmentationClassAug.
+        ids, folder = data.ids(stage.gt_split), Path(root) / stage.gt_folder
+        if not folder.is_dir():
+            raise RecamInputError(f"recam: seg.labels=gt needs {folder} (seg.gt_folder={stage.gt_folder}) - unpack the "
+                                  "masks there or choose another seg.gt_folder / seg.gt_split")
+    num_labels = len(data.class_names) + 1
+    model_config = {"name": stage.arch, "num_classes": num_labels, "output_stride": stage.output_stride,
+                    "fixed_bn": stage.fixed_bn, "msc_scales": list(stage.msc_scales)}
+    model = build_model(stage.pretrained, model_config, rundir)   # bad arch / weights: before any write
+    out = rundir.stage_dir("seg", stage.labels)
+    slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
+    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+        return done
+    if len(ids) < stage.batch_size:
+        raise RecamInputError(f"recam: {len(ids)} training images, fewer than seg.batch_size={stage.batch_size}")
+    label_path = functools.partial(png_in, folder)
+    check_label_files(root, ids, label_path, num_labels, read=stage.check_labels)
+    model = model.to(device)
+    if cfg.runtime.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer, scheduler = make_seg_sgd(
+        seg_param_groups(model, lr=stage.lr, weight_decay=stage.weight_decay, head_lr_mult=stage.head_lr_mult,
+                         head_bias_lr_mult=stage.head_bias_lr_mult),
+        momentum=stage.momentum, max_step=stage.iterations, power=stage.poly_power, every=stage.lr_decay_every)
+    dataset = SegTrainDataset(root, ids, label_path, num_labels=num_labels, crop_size=stage.crop_size,
+                              scales=stage.scales, mean=cfg.dataset.mean, std=cfg.dataset.std, seed=cfg.runtime.seed)
+
+    def batches(start: int) -> DataLoader:
+        sampler = StepBatchSampler(len(dataset), stage.batch_size, seed=cfg.runtime.seed, start=start,
+                                   total=stage.iterations * stage.iter_size)
+        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.runtime.num_workers,
+                          pin_memory=device.type == "cuda")
+
+    extra = {"config": slice_, "class_names": data.class_names, "model_config": model_config}
+    trained = train_iterations(
+        model=model, batches=batches, step_fn=seg_step, optimizer=optimizer, scheduler=scheduler,
+        iterations=stage.iterations, iter_size=stage.iter_size, device=device, checkpoint_dir=out / "checkpoints",
+        checkpoint_extra=extra, checkpoint_every=stage.checkpoint_every, amp=cfg.runtime.amp,
+        channels_last=cfg.runtime.channels_last, grad_clip=stage.grad_clip, desc=f"seg/{stage.labels}",
+        log_every=stage.log_every, writer=tensorboard_writer(out))
+    save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
+    results = {"labels": stage.labels, "masks": stage.masks if stage.labels == "pseudo" else None,
+               "images": len(ids), **trained}
+    table = (f"# seg/{stage.labels}: {stage.arch}, {stage.iterations} iterations on {len(ids)} images\n\n"
+             + markdown_table(["iteration", "loss", "lr", "images/s"],
+                              [[h["iteration"], h["loss"], h["lr"], h["images_per_s"]] for h in trained["history"]]))
+    rundir.finish(out, slice_, results, table)
+    return results
