@@ -14,7 +14,7 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state
 from recam.errors import RecamInputError
 from recam.io import load_npz
 from recam.models.cam_net import build_cam_net
-from recam.pipeline import PLAN, RunDir, run_stage, step_label
+from recam.pipeline import PLAN, RunDir, run_stage, step_folder, step_label
 from tests.conftest import compose_config
 
 
@@ -22,7 +22,7 @@ def test_all_stages_write_their_artifacts(tiny_all) -> None:
     cfg, results = tiny_all
     rundir = RunDir(cfg.run)
     for stage, overrides in PLAN:
-        folder = rundir.stage_dir(stage, overrides.get("method"))
+        folder = step_folder(rundir, stage, overrides)
         assert (folder / "DONE").is_file(), folder
         assert (folder / "config.json").is_file() and (folder / "inputs.json").is_file()
     summary = json.loads(rundir.summary_path.read_text())
