@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from recam.config import Config, RunConfig, RuntimeConfig
-from recam.engine.distributed import barrier, init_distributed, is_distributed, is_main
+from recam.engine.distributed import alone, barrier, init_distributed, is_distributed, is_main
 from recam.errors import RecamInputError
 from recam.io import fingerprint, read_json, update_json, write_json, write_text
 
@@ -210,7 +210,7 @@ def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
 
 # Under torchrun these run on every rank (training splits batches, exports split images); the
 # others run on rank 0 while the rest wait.
-DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seeds", "masks"}   # seg: its own loop, rank 0 only for now
+DISTRIBUTED_STAGES = {"cam", "recam", "irn", "seg", "seeds", "masks"}
 # Stages whose ranks each export a shard: rank 0 runs them once more after the others finish, which
 # finds nothing left to do and writes DONE.
 SHARDED_STAGES = {"seeds", "masks"}
@@ -221,11 +221,15 @@ def call_stage(stages: dict[str, StageFn], name: str, cfg: Config, device: torch
     if not is_distributed():
         return stages[name](cfg, RunDir(cfg.run), device)
     results = {}
-    if name in DISTRIBUTED_STAGES or is_main():
+    if name in DISTRIBUTED_STAGES:
         results = stages[name](cfg, RunDir(cfg.run), device)
+    elif is_main():
+        with alone():   # no collective call inside: the other ranks wait at the barrier below
+            results = stages[name](cfg, RunDir(cfg.run), device)
     barrier()
     if name in SHARDED_STAGES and is_main():
-        results = stages[name](cfg, RunDir(cfg.run), device)
+        with alone():
+            results = stages[name](cfg, RunDir(cfg.run), device)
     barrier()
     return results
 

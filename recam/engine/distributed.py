@@ -16,6 +16,8 @@ from __future__ import annotations
 import datetime
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -26,11 +28,18 @@ from recam.errors import RecamInputError
 log = logging.getLogger(__name__)
 
 
+_alone = False   # True while this rank runs a block by itself (see `alone`)
+
+
 def world_size() -> int:
+    if _alone:
+        return 1
     return dist.get_world_size() if dist.is_available() and dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def rank() -> int:
+    if _alone:
+        return 0
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
@@ -39,7 +48,24 @@ def is_main() -> bool:
 
 
 def is_distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+    return not _alone and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+@contextmanager
+def alone() -> Iterator[None]:
+    """Run a block on this rank by itself, as one process: inside it `is_distributed()` is False,
+    `rank()` 0 and `world_size()` 1, so `barrier`, `mean_over_ranks` and `wrap_ddp` are no-ops.
+
+    A stage that only rank 0 runs (an evaluation, the report, the finishing pass of a sharded
+    export) must make no collective call: the other ranks, waiting at the stage's closing
+    barrier, would match it, and every later barrier would pair with the wrong one.
+    """
+    global _alone
+    before, _alone = _alone, True
+    try:
+        yield
+    finally:
+        _alone = before
 
 
 def init_distributed(device: torch.device) -> torch.device:
@@ -81,6 +107,12 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     value = value.detach().clone()
     dist.all_reduce(value)
     return value / dist.get_world_size()
+
+
+def mean_count_over_ranks(count: torch.Tensor) -> torch.Tensor:
+    """The mean over the ranks of a per-rank count, with gradients blocked (a loss divisor); the
+    count itself in one process. See `recam.seg.losses.cross_entropy_ignore`."""
+    return mean_over_ranks(count.detach())
 
 
 def per_rank_batch(batch_size: int) -> int:

@@ -6,6 +6,11 @@ update. Optional AMP and channels_last, a NaN/inf guard naming the update and th
 with loss / lr / images/s, TensorBoard scalars, `last.pt` every `checkpoint_every` updates and at
 the end, and resume from it (same config only).
 
+Under torchrun the model is wrapped in DDP here: each rank runs its share of every micro-batch
+(`StepBatchSampler(num_replicas=, rank=)`), gradients are averaged once per update (the earlier
+micro-batches of an update accumulate locally under `no_sync`), logged losses are means over the
+ranks, images/s counts the global batch, and rank 0 alone checkpoints, logs and shows progress.
+
 Resuming gives the same weights as an uninterrupted run: the data order is a function of the
 global micro-batch number (`StepBatchSampler`), augmentation of (seed, epoch, index), and the
 checkpoint holds model, optimizer (momentum buffers), scheduler and RNG states.
@@ -15,6 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +30,7 @@ from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from recam.engine.distributed import barrier, is_main, mean_over_ranks, unwrap, world_size, wrap_ddp
 from recam.engine.loop import NonFiniteLossError, StepFn, autocast
 
 log = logging.getLogger(__name__)
@@ -35,13 +42,21 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     Micro-batch b belongs to epoch b // per_epoch (per_epoch = num_items // batch_size, the
     incomplete last batch dropped); each epoch is a fresh permutation drawn from seed + epoch (as
     torch's DistributedSampler). So micro-batch b is the same whether a run starts at 0 or resumes.
+
+    `batch_size` is the global micro-batch. Under torchrun each of `num_replicas` ranks takes every
+    num_replicas-th item of it from position `rank` (as DistributedSampler splits an epoch), so the
+    ranks together load exactly the one-process micro-batch.
     """
 
-    def __init__(self, num_items: int, batch_size: int, *, seed: int, start: int, total: int) -> None:
+    def __init__(self, num_items: int, batch_size: int, *, seed: int, start: int, total: int,
+                 num_replicas: int = 1, rank: int = 0) -> None:
         if num_items < batch_size:
             raise ValueError(f"{num_items} items are fewer than one batch of {batch_size}")
+        if batch_size % num_replicas or not 0 <= rank < num_replicas:
+            raise ValueError(f"a batch of {batch_size} does not split over {num_replicas} ranks (rank {rank})")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.start, self.total = start, total
+        self.num_replicas, self.rank = num_replicas, rank
         self.per_epoch = num_items // batch_size
 
     def _order(self, epoch: int) -> list[int]:
@@ -54,7 +69,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             batch_epoch, position = divmod(batch, self.per_epoch)
             if batch_epoch != epoch:
                 epoch, order = batch_epoch, self._order(batch_epoch)
-            chunk = order[position * self.batch_size:(position + 1) * self.batch_size]
+            chunk = order[position * self.batch_size:(position + 1) * self.batch_size][self.rank::self.num_replicas]
             yield [(index, epoch) for index in chunk]
 
     def __len__(self) -> int:
@@ -92,8 +107,9 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
         log.warning("%s: %s was written with another config - starting over", desc, last)
         state = None
     start, history = 0, []
+    bare = unwrap(model)
     if state is not None:
-        model.load_state_dict(state["model"])
+        bare.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
@@ -103,13 +119,15 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
                                   and not torch.cuda.is_bf16_supported())
 
     def save(iteration: int) -> None:
-        save_checkpoint(last, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        save_checkpoint(last, {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
                                "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng_state(),
                                "history": history, **checkpoint_extra})
 
+    model = wrap_ddp(bare, device)
+    ranks = world_size()
     model.train()
     stream = iter(batches(start * iter_size))
-    bar = tqdm(total=iterations, initial=start, desc=desc, dynamic_ncols=True)
+    bar = tqdm(total=iterations, initial=start, desc=desc, dynamic_ncols=True, disable=not is_main())
     started, seen = time.time(), 0
     window: dict[str, float] = {}
     window_updates = 0
@@ -118,18 +136,22 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
         lr = optimizer.param_groups[0]["lr"]
         for micro in range(iter_size):
             batch = _to_device(next(stream), device, channels_last)
-            with autocast(device, amp):
-                parts = step_fn(model, batch)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"recam: {desc} loss is {loss.item()} at iteration {iteration + 1} (micro-batch {micro + 1}/"
-                    f"{iter_size}), images {list(batch['id'])[:16]} - check these images and labels or lower the "
-                    f"learning rate; the last good checkpoint is {last}")
-            scaler.scale(loss / iter_size).backward()
-            seen += len(batch["id"])
+            # DDP averages gradients on the last micro-batch of the update only.
+            sync = nullcontext() if micro == iter_size - 1 or ranks == 1 else model.no_sync()
+            with sync:
+                with autocast(device, amp):
+                    parts = step_fn(model, batch)
+                loss = parts["loss"]
+                parts = {key: mean_over_ranks(value.detach()) for key, value in parts.items()}
+                if not torch.isfinite(parts["loss"]):   # the mean over ranks: every rank stops together
+                    raise NonFiniteLossError(
+                        f"recam: {desc} loss is {parts['loss'].item()} at iteration {iteration + 1} (micro-batch "
+                        f"{micro + 1}/{iter_size}), images {list(batch['id'])[:16]} - check these images and labels "
+                        f"or lower the learning rate; the last good checkpoint is {last}")
+                scaler.scale(loss / iter_size).backward()
+            seen += len(batch["id"]) * ranks
             for key, value in parts.items():
-                window[key] = window.get(key, 0.0) + float(value.detach()) / iter_size
+                window[key] = window.get(key, 0.0) + float(value) / iter_size
         if grad_clip is not None:
             scaler.unscale_(optimizer)
             nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
@@ -152,6 +174,7 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
             window, window_updates = {}, 0
         if done % checkpoint_every == 0 or done == iterations:
             save(done)
+            barrier()
     bar.close()
     if writer is not None:
         writer.flush()

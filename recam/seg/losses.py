@@ -2,7 +2,7 @@
 multi-scale output, against the label resized to that output's size, summed."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -23,25 +23,37 @@ def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
     return resized[:, 0].long()
 
 
-def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def _same(count: Tensor) -> Tensor:
+    return count
+
+
+def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
+                         count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
     """Mean cross-entropy over the pixels whose label is not `ignore_index`.
 
     logits: (B, C, h, w) float; labels: (B, h, w) int64 in 0..C-1 or ignore_index.
     Returns a scalar: sum of -log softmax(logits)[label] over valid pixels / their count, and 0
     (still differentiable, zero gradient) when no pixel is valid. Deviation: torch's mean reduction
     (deeplab-pytorch) gives 0/0 = NaN there, e.g. on a 0.5-scale output of an all-ignore crop.
+
+    `count_over_ranks` maps this process's valid-pixel count to the divisor. Under DDP (which
+    averages gradients over N ranks) it is the mean count over the ranks, so that the averaged
+    gradient is that of (sum over every rank's pixels) / (their total count): the one-process mean
+    over the whole batch, even when the ranks' crops hold different numbers of ignored pixels.
     """
     total = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum")
-    count = (labels != ignore_index).sum()
+    count = count_over_ranks((labels != ignore_index).sum().float())
     return total / count.clamp(min=1)
 
 
-def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: int = IGNORE_INDEX) -> Tensor:
+def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
+             count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
     """Sum over the logit maps of `cross_entropy_ignore(map, labels nearest-resized to the map)`.
 
     outputs: one (B, C, h, w) map or the MSC training list [full, per-scale..., max];
     labels: (B, H, W) int64 at the input resolution (0..C-1, 255 ignored).
     """
     maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    return torch.stack([cross_entropy_ignore(m, resize_labels(labels, m.shape[-2:]), ignore_index)
+    return torch.stack([cross_entropy_ignore(m, resize_labels(labels, m.shape[-2:]), ignore_index,
+                                             count_over_ranks=count_over_ranks)
                         for m in maps]).sum()

@@ -18,6 +18,7 @@ from recam.config import Config, IrnStage
 from recam.data.affinity_dataset import AffinityDataset
 from recam.data.voc12 import load_mask
 from recam.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from recam.engine.distributed import is_main
 from recam.engine.loop import autocast, steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.errors import RecamInputError
@@ -128,7 +129,8 @@ def measure_mean_shift(model: IRNet, cfg: Config, ids: list[str], labels_dir, de
     means = []
     total = len(loader) if stage.mean_shift_batches is None else min(len(loader), stage.mean_shift_batches)
     model.set_mean_shift(torch.zeros(2))
-    for index, batch in enumerate(tqdm(loader, total=total, desc="irn mean shift", leave=False)):
+    bar = tqdm(loader, total=total, desc="irn mean shift", leave=False, disable=not is_main())
+    for index, batch in enumerate(bar):
         if index >= total:
             break
         with autocast(device, cfg.runtime.amp):

@@ -23,7 +23,7 @@ from recam.data.datasets import read_image
 from recam.data.transforms import normalize, to_chw
 from recam.data.voc12 import image_path
 from recam.engine.checkpoint import load_checkpoint, load_model_state
-from recam.engine.distributed import rank, world_size
+from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
 from recam.io import load_npz, load_rgb, markdown_table, save_label_png, save_npz
@@ -120,7 +120,7 @@ def walk_masks(cfg: Config, irn_dir, seeds, out, ids: list[str], device: torch.d
     model = build_irn(arch=checkpoint.get("arch", cfg.irn.arch), pretrained="none")
     load_model_state(model, checkpoint["model"], source)
     model = model.to(device).eval()
-    for image_id in tqdm(ids, desc="masks/irn", unit="img", dynamic_ncols=True):
+    for image_id in tqdm(ids, desc="masks/irn", unit="img", dynamic_ncols=True, disable=not is_main()):
         image = read_image(cfg.dataset.root, image_id)
         x = torch.from_numpy(to_chw(normalize(image, cfg.dataset.mean, cfg.dataset.std)))[None].to(device)
         edge = model.infer_edge_dp(x)["edge"].float()

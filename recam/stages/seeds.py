@@ -15,7 +15,6 @@ which the library CAM equals - tests/unit/test_cams.py.)
 from __future__ import annotations
 
 import logging
-import os
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ from recam.cams.methods import CAM_METHODS, compute_cams
 from recam.config import Config, SeedsStage
 from recam.data.datasets import MultiScaleDataset, collate_multiscale, image_size, size_buckets
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state
+from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.loop import autocast
 from recam.engine.memory import PeakMemory
 from recam.errors import RecamInputError
@@ -135,8 +135,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
     shards, shard = stage.num_shards, stage.shard_index
-    if shards == 1 and int(os.environ.get("WORLD_SIZE", "1")) > 1:   # under torchrun: one shard per rank
-        shards, shard = int(os.environ["WORLD_SIZE"]), int(os.environ.get("RANK", "0"))
+    if shards == 1 and world_size() > 1:   # under torchrun: one shard per rank
+        shards, shard = world_size(), rank()
     if not 0 <= shard < shards:
         raise RecamInputError(f"recam: seeds.shard_index={shard} is outside 0..{shards - 1} (seeds.num_shards)")
     todo = [i for i in all_ids[shard::shards] if not (out / f"{i}.npz").is_file()]
@@ -154,7 +154,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage))
 
     with PeakMemory(device) as memory, \
-            tqdm(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True) as bar:
+            tqdm(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True,
+                 disable=not is_main()) as bar:
         for batch in loader:
             for image_id, label, seed in zip(batch["ids"], batch["labels"], export(batch)):
                 save_npz(out / f"{image_id}.npz", keys=np.flatnonzero(label > 0).astype(np.int64),

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from recam.config import Config
 from recam.data.seg_dataset import SegTrainDataset, check_label_files
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state, save_checkpoint
+from recam.engine.distributed import mean_count_over_ranks, per_rank_batch, rank, world_size
 from recam.engine.iter_loop import StepBatchSampler, train_iterations
 from recam.errors import RecamInputError
 from recam.io import markdown_table
@@ -28,7 +29,8 @@ def png_in(folder: Path, image_id: str) -> Path:
 
 
 def seg_step(model: MSC, batch: dict) -> dict[str, torch.Tensor]:
-    return {"loss": msc_loss(model(batch["image"]), batch["label"])}
+    # Under torchrun the pixel mean is taken over the global batch (mean_count_over_ranks).
+    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_count_over_ranks)}
 
 
 def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
@@ -70,6 +72,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     model_config = {"name": stage.arch, "num_classes": num_labels, "output_stride": stage.output_stride,
                     "fixed_bn": stage.fixed_bn, "msc_scales": list(stage.msc_scales)}
     model = build_model(stage.pretrained, model_config, rundir)   # bad arch / weights: before any write
+    per_rank_batch(stage.batch_size)   # the global micro-batch must split over the torchrun ranks
     out = rundir.stage_dir("seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
@@ -90,7 +93,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
 
     def batches(start: int) -> DataLoader:
         sampler = StepBatchSampler(len(dataset), stage.batch_size, seed=cfg.runtime.seed, start=start,
-                                   total=stage.iterations * stage.iter_size)
+                                   total=stage.iterations * stage.iter_size, num_replicas=world_size(), rank=rank())
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.runtime.num_workers,
                           pin_memory=device.type == "cuda")
 

@@ -42,6 +42,28 @@ def test_all_ignored_gives_zero_not_nan() -> None:
     assert loss.item() == 0.0 and torch.all(logits.grad == 0)
 
 
+def test_rank_losses_with_the_mean_count_average_to_the_whole_batch_gradient() -> None:
+    """DDP averages the ranks' gradients; dividing each rank's pixel sum by the mean valid count
+    over the ranks makes that average the one-process gradient, though the ranks' crops hold
+    different numbers of ignored pixels (a per-rank mean would weight them wrongly)."""
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, generator=generator)
+    labels = torch.randint(0, 3, (2, 4, 4), generator=generator)
+    labels[0, :3] = 255                                         # rank 0: 4 valid pixels, rank 1: 16
+    whole = logits.clone().requires_grad_(True)
+    cross_entropy_ignore(whole, labels).backward()
+    counts = (labels != 255).flatten(1).sum(1).float()
+    shards = [logits[r:r + 1].clone().requires_grad_(True) for r in range(2)]
+    for r, shard in enumerate(shards):
+        loss = cross_entropy_ignore(shard, labels[r:r + 1], count_over_ranks=lambda count: counts.mean())
+        (loss / 2).backward()                                   # DDP's mean over 2 ranks
+    torch.testing.assert_close(torch.cat([s.grad for s in shards]), whole.grad)
+    naive = [logits[r:r + 1].clone().requires_grad_(True) for r in range(2)]
+    for r, shard in enumerate(naive):
+        (cross_entropy_ignore(shard, labels[r:r + 1]) / 2).backward()
+    assert not torch.allclose(torch.cat([s.grad for s in naive]), whole.grad)
+
+
 def test_resize_labels_is_pil_nearest() -> None:
     rng = np.random.default_rng(0)
     for size_in, size_out in ((321, 41), (321, 21), (96, 12), (50, 31)):
@@ -183,6 +205,16 @@ def test_nan_loss_names_iteration_and_images(tmp_path) -> None:
         return {"loss": model(batch["image"]).sum() * float("nan")}
     with pytest.raises(NonFiniteLossError, match=r"iteration 1 .*images \['img"):
         run_loop(tmp_path, step_fn=nan_step)
+
+
+def test_step_sampler_ranks_split_each_global_batch() -> None:
+    full = list(StepBatchSampler(10, 4, seed=4, start=0, total=6))
+    ranks = [list(StepBatchSampler(10, 4, seed=4, start=2, total=6, num_replicas=2, rank=r)) for r in range(2)]
+    for batch, zero, one in zip(full[2:], *ranks):
+        assert len(zero) == len(one) == 2
+        assert sorted(zero + one) == sorted(batch)
+    with pytest.raises(ValueError, match="does not split"):
+        StepBatchSampler(10, 3, seed=0, start=0, total=1, num_replicas=2, rank=0)
 
 
 def test_step_sampler_resumes_mid_run_and_covers_epochs() -> None:
