@@ -1,6 +1,6 @@
 """Atomic writes and the readers/writers of every artifact format the pipeline uses.
 
-All writes go to `<name>.tmp` in the same folder and are moved into place with `os.replace`, so a
+All writes go to `<name>.<host>.<pid>.tmp` in the same folder and are moved into place with `os.replace`, so a
 killed process never leaves a half-written file under the final name (timm's checkpoint saver does
 the same). Formats are ones anyone can open: `.npz` (no pickle), palette PNG, JSON, markdown.
 """
@@ -10,6 +10,8 @@ import hashlib
 import io
 import json
 import os
+import socket
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,7 +48,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     the temporary name carries the process id, so concurrent writers never share it.
     """
     path = Path(path)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f"{path.name}.{_HOST}.{os.getpid()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(tmp, "wb") as f:
@@ -58,6 +60,42 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise RecamInputError(f"recam: cannot write {path} ({err.strerror or err}) - free disk space or fix the "
                               "folder's permissions and re-run: finished files are kept and the stage resumes") from err
+
+
+_HOST = socket.gethostname().replace(".", "-")   # in temporary names: a writer is (host, pid)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # alive, another user's
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike, other_host_age_s: float = 3600.0) -> int:
+    """Remove the `<name>.<host>.<pid>.tmp` files that a killed writer left under `folder`.
+
+    A file of this host is stale when its process is gone; one of another host (a shard on another
+    cluster node sharing the folder) when it has not been touched for `other_host_age_s`. Files of
+    live writers are kept, so concurrent shards are safe. Returns the number removed.
+    """
+    removed = 0
+    for tmp in Path(folder).rglob("*.tmp"):
+        parts = tmp.name.rsplit(".", 3)           # name, host, pid, "tmp"
+        if len(parts) != 4 or not parts[2].isdigit():
+            continue
+        host, pid = parts[1], int(parts[2])
+        try:
+            stale = (not _pid_alive(pid)) if host == _HOST else time.time() - tmp.stat().st_mtime > other_host_age_s
+            if stale:
+                tmp.unlink()
+                removed += 1
+        except FileNotFoundError:   # its writer just finished or removed it
+            continue
+    return removed
 
 
 def atomic_write_with(path: str | os.PathLike, write: Callable[[io.BytesIO], None]) -> None:

@@ -17,7 +17,7 @@ from recam.data.voc12 import read_id_list
 from recam.engine.distributed import barrier, is_main, per_rank_batch, rank, world_size
 from recam.errors import RecamInputError
 from recam.models.cam_net import CamNet, build_cam_net
-from recam.io import read_json, write_json
+from recam.io import read_json, remove_stale_temporaries, write_json
 from recam.pipeline import RunDir, config_slice, is_up_to_date, stage_key
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,8 @@ def begin_stage(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | 
         if out.is_dir() and any(out.iterdir()) and not resumable:
             log.info("%s holds the outputs of another config or other inputs - removing them", out)
             shutil.rmtree(out)
+        elif resumable and (stale := remove_stale_temporaries(out)):
+            log.info("%s: removed %d partial files of a killed run", out, stale)
         write_json(started, {"key": key, "config": slice_, "inputs": rundir.used_inputs})
     barrier()
     return None

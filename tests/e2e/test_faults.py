@@ -1,14 +1,20 @@
 """Bad input and faults: one clear line (RecamInputError) and nothing lost, one test per case.
 
 Covered elsewhere as well: a stage run before its inputs (test_tiny_pipeline), NaN loss
-(unit/test_training), killed mid-stage and resumed to the same outputs (seeds in
-test_tiny_pipeline, ir_labels in test_mask_stages), corrupt .npz / label PNG readers (unit).
+(unit/test_training), interrupted mid-stage and resumed to the same outputs (seeds in
+test_tiny_pipeline, ir_labels in test_mask_stages, here a training process killed by SIGKILL),
+corrupt .npz / label PNG readers (unit).
 """
 from __future__ import annotations
 
 import errno
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +22,7 @@ import torch
 
 from recam.engine.checkpoint import load_checkpoint, save_checkpoint
 from recam.errors import RecamInputError
-from recam.io import load_label_png, save_label_png, write_json
+from recam.io import _HOST, load_label_png, remove_stale_temporaries, save_label_png, write_json
 from recam.pipeline import RunDir, run_stage
 from tests.conftest import compose_config
 
@@ -135,3 +141,47 @@ def test_nan_loss_in_a_stage_stops_naming_step_and_images(tiny_all, tmp_path) ->
         state = load_checkpoint(last)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
     assert not (tmp_path / "copy" / "cam" / "DONE").is_file()
+
+
+def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path) -> None:
+    """SIGKILL a `cam` run after its first epoch checkpoint, leave a half-written temporary file
+    behind as a kill mid-write would, re-run: it resumes from last.pt, removes the partial file and
+    ends with the weights of a run that was never interrupted."""
+    cfg, _ = tiny_all
+    common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", "stage=cam",
+              f"+run.inputs.prepare={RunDir(cfg.run).stage_dir('prepare')}", "cam.epochs=8", "cam.max_steps=2"]
+    folder = tmp_path / "killed" / "cam"
+    process = subprocess.Popen([sys.executable, "-m", "recam.train", *common, "run.name=killed",
+                                f"hydra.run.dir={tmp_path}/hydra"], cwd=Path(__file__).resolve().parents[2],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (folder / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (folder / "DONE").is_file(), "the run finished before it could be killed"
+    epochs_done = load_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] + 1
+    assert epochs_done < 8
+    partial = folder / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
+    partial.write_bytes(b"half a checkpoint")
+
+    resumed = run_stage(compose_config([*common, "run.name=killed"]))
+    clean = run_stage(compose_config([*common, "run.name=clean"]))
+    assert not partial.exists() and not list(folder.rglob("*.tmp"))
+    assert [h["epoch"] for h in resumed["history"]] == list(range(1, 9))
+    weights = load_checkpoint(folder / "model.pt")["model"]
+    for key, value in load_checkpoint(tmp_path / "clean" / "cam" / "model.pt")["model"].items():
+        torch.testing.assert_close(weights[key], value, msg=key)
+    assert resumed["val_map"] == clean["val_map"]
+
+
+def test_stale_temporaries_of_live_writers_are_kept(tmp_path) -> None:
+    live = tmp_path / f"a.npz.{_HOST}.{os.getpid()}.tmp"
+    other_host = tmp_path / "sub" / f"b.npz.node-7.{os.getpid()}.tmp"
+    other_host.parent.mkdir()
+    for path in (live, other_host):
+        path.write_bytes(b"x")
+    assert remove_stale_temporaries(tmp_path) == 0          # a live local writer, a fresh remote one
+    old = time.time() - 7200
+    os.utime(other_host, (old, old))
+    assert remove_stale_temporaries(tmp_path) == 1 and live.exists() and not other_host.exists()
