@@ -1,5 +1,5 @@
 """Checkpoints as plain dicts (model, optimizer, scheduler, epoch, step, RNG, config, class names),
-written atomically (`last.pt.tmp` then `os.replace`), loaded strictly with a clear error."""
+written atomically (a `last.pt.<host>.<pid>.tmp` file, then `os.replace`), loaded strictly with a clear error."""
 from __future__ import annotations
 
 import io

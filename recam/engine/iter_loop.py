@@ -30,8 +30,8 @@ from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from recam.engine.distributed import barrier, is_main, mean_over_ranks, unwrap, world_size, wrap_ddp
-from recam.engine.loop import NonFiniteLossError, StepFn, autocast
+from recam.engine.distributed import barrier, is_main, unwrap, world_size, wrap_ddp
+from recam.engine.loop import StepFn, autocast, logged_parts
 
 log = logging.getLogger(__name__)
 
@@ -142,12 +142,8 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
                 with autocast(device, amp):
                     parts = step_fn(model, batch)
                 loss = parts["loss"]
-                parts = {key: mean_over_ranks(value.detach()) for key, value in parts.items()}
-                if not torch.isfinite(parts["loss"]):   # the mean over ranks: every rank stops together
-                    raise NonFiniteLossError(
-                        f"recam: {desc} loss is {parts['loss'].item()} at iteration {iteration + 1} (micro-batch "
-                        f"{micro + 1}/{iter_size}), images {list(batch['id'])[:16]} - check these images and labels "
-                        f"or lower the learning rate; the last good checkpoint is {last}")
+                parts = logged_parts(parts, desc=desc, where=f"iteration {iteration + 1} (micro-batch {micro + 1}/"
+                                     f"{iter_size})", ids=batch["id"], last=last)
                 scaler.scale(loss / iter_size).backward()
             seen += len(batch["id"]) * ranks
             for key, value in parts.items():

@@ -36,6 +36,18 @@ def autocast(device: torch.device, enabled: bool):
     return torch.autocast("cuda", dtype=dtype)
 
 
+def logged_parts(parts: dict[str, torch.Tensor], *, desc: str, where: str, ids: list, last: Path) -> dict[str, torch.Tensor]:
+    """The loss parts of a step as means over the ranks (detached), or NonFiniteLossError naming
+    the step (`where`), the batch's image ids and the last good checkpoint. Every rank sees the same
+    mean, so all ranks stop together."""
+    parts = {key: mean_over_ranks(value.detach()) for key, value in parts.items()}
+    if not torch.isfinite(parts["loss"]):
+        raise NonFiniteLossError(
+            f"recam: {desc} loss is {parts['loss'].item()} at {where}, images {list(ids)[:16]} - check these "
+            f"images and labels or lower the learning rate; the last good checkpoint is {last}")
+    return parts
+
+
 def steps_per_epoch(num_batches: int, max_steps: int | None) -> int:
     return num_batches if max_steps is None else min(num_batches, max_steps)
 
@@ -96,12 +108,8 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             with autocast(device, amp):
                 parts = step_fn(model, batch)
             loss = parts["loss"]
-            parts = {key: mean_over_ranks(value.detach()) for key, value in parts.items()}
-            if not torch.isfinite(parts["loss"]):   # the mean over ranks: every rank stops together
-                raise NonFiniteLossError(
-                    f"recam: {desc} loss is {parts['loss'].item()} at epoch {epoch + 1} step {step} "
-                    f"(global step {global_step}), images {list(batch['id'])[:16]} - check these images "
-                    f"and labels or lower the learning rate; the last good checkpoint is {last}")
+            parts = logged_parts(parts, desc=desc, where=f"epoch {epoch + 1} step {step} (global step {global_step})",
+                                 ids=batch["id"], last=last)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if grad_clip is not None:
