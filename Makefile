@@ -89,17 +89,30 @@ all: install
 # first, then one run per value under outputs/sweep_<name>/ reading the base's artifacts through
 # run.inputs, then `stage=summary` prints the table and writes summary.{md,csv,png} there.
 BASE := outputs/$(EXP)
+# The swept values (each overrides the list in its configs/sweep/*.yaml, which holds the spec's VOC
+# range). The demo's from-scratch CAMs put its thresholds higher (configs/experiment/demo.yaml),
+# so its sweeps centre on the demo's own values.
+LAMBDAS ?= 0.25,0.5,1.0,2.0
+ifeq ($(EXP),demo)
+SEED_T ?= 0.55,0.60,0.65,0.70,0.75,0.80
+CRF_FG ?= 0.60,0.70,0.80
+RW_BG  ?= 0.50,0.55,0.60,0.65,0.70
+else
+SEED_T ?= 0.15,0.18,0.21,0.24,0.27,0.30
+CRF_FG ?= 0.30,0.35,0.40
+RW_BG  ?= 0.20,0.25,0.28,0.31,0.35
+endif
 
 sweep-lambda: install
 	$(RUN) stage=all 'stage.steps=[prepare,cam]'
-	$(RUN) sweep=lambda +run.inputs.prepare=$(BASE)/prepare +run.inputs.cam=$(BASE)/cam
+	$(RUN) sweep=lambda recam.loss_weight=$(LAMBDAS) +run.inputs.prepare=$(BASE)/prepare +run.inputs.cam=$(BASE)/cam
 	$(RUN) stage=summary summary.runs=outputs/sweep_lambda summary.key=recam.loss_weight
 
 sweep-thresholds: install
 	$(RUN) stage=all
-	$(RUN) sweep=seed_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds
-	$(RUN) sweep=crf_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.cam=$(BASE)/cam
-	$(RUN) sweep=rw_threshold +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.irn=$(BASE)/irn
+	$(RUN) sweep=seed_threshold eval_seeds.threshold=$(SEED_T) +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds
+	$(RUN) sweep=crf_threshold ir_labels.fg_threshold=$(CRF_FG) +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.cam=$(BASE)/cam
+	$(RUN) sweep=rw_threshold masks.bg_threshold=$(RW_BG) +run.inputs.prepare=$(BASE)/prepare +run.inputs.seeds=$(BASE)/seeds +run.inputs.irn=$(BASE)/irn
 	$(RUN) stage=summary summary.runs=outputs/sweep_seed_threshold summary.key=eval_seeds.threshold
 	$(RUN) stage=summary summary.runs=outputs/sweep_crf_threshold summary.key=ir_labels.fg_threshold
 	$(RUN) stage=summary summary.runs=outputs/sweep_rw_threshold summary.key=masks.bg_threshold
