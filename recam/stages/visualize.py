@@ -65,8 +65,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     cam_cfg = dataclasses.replace(cfg, seeds=dataclasses.replace(cfg.seeds, method="cam"))
     model, _ = seeds_stage.load_seed_model(cam_cfg, rundir, len(data.class_names), data.class_names)
     out = rundir.stage_dir("visualize")
-    if (done := begin_stage(rundir, out, config_slice(cfg, "dataset", "model", "seeds", "visualize"), True)) is not None:
-        return done   # never: pictures of other stages' outputs are always redrawn (force=True)
+    # The label maps drawn are those of every finished masks/ and eval_seg/ folder: their DONE
+    # fingerprints are inputs, so the pictures are redrawn when one of them changes, and only then.
+    for drawn in ("masks", "eval_seg"):
+        for done_file in sorted(rundir.stage_dir(drawn).glob("*/DONE")):
+            rundir.require(drawn, done_file.parent.name)
+    if (done := begin_stage(rundir, out, config_slice(cfg, "dataset", "model", "seeds", "visualize"),
+                            cfg.run.force)) is not None:
+        return done
     ids = list(stage.ids) or data.ids(stage.split)[: stage.num_images]
     if unknown := [i for i in ids if i not in data.labels]:
         raise RecamInputError(f"recam: visualize.ids has ids that are not in the dataset: {unknown[:3]}")

@@ -77,6 +77,23 @@ def test_second_run_skips_up_to_date_stages(tiny_all) -> None:
     assert done.read_text() == before
 
 
+def test_second_stage_all_skips_every_step_including_the_pictures(tiny_all, tmp_path) -> None:
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
+    rundir = RunDir(compose_config(overrides).run)
+    marks = {label: (step_folder(rundir, step, extra) / "DONE").read_text()
+             for step, extra in PLAN for label in [step_label(step, extra)]}
+    run_stage(compose_config([*overrides, "stage=all"]))
+    assert {label: (step_folder(rundir, step, extra) / "DONE").read_text()
+            for step, extra in PLAN for label in [step_label(step, extra)]} == marks
+    # A changed mask folder is an input of the pictures: visualize alone runs again.
+    run_stage(compose_config([*overrides, "stage=masks", "masks.method=crf", "masks.seed_threshold=0.4"]))
+    before = (rundir.stage_dir("visualize") / "DONE").read_text()
+    run_stage(compose_config([*overrides, "stage=visualize"]))
+    assert (rundir.stage_dir("visualize") / "DONE").read_text() != before
+
+
 def test_changed_config_reruns_the_stage(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
