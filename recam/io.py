@@ -40,6 +40,9 @@ def _voc_palette() -> list[int]:
 VOC_PALETTE: list[int] = _voc_palette()  # 768 ints; index 255 is (224, 224, 192) as in VOC PNGs
 
 
+_HOST = socket.gethostname().replace(".", "-")   # in temporary names: a writer is (host, pid)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` via a temporary file + `os.replace` (creating parent folders).
 
@@ -60,9 +63,6 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
         raise RecamInputError(f"recam: cannot write {path} ({err.strerror or err}) - free disk space or fix the "
                               "folder's permissions and re-run: finished files are kept and the stage resumes") from err
-
-
-_HOST = socket.gethostname().replace(".", "-")   # in temporary names: a writer is (host, pid)
 
 
 def _pid_alive(pid: int) -> bool:

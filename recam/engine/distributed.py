@@ -109,12 +109,6 @@ def mean_over_ranks(value: torch.Tensor) -> torch.Tensor:
     return value / dist.get_world_size()
 
 
-def mean_count_over_ranks(count: torch.Tensor) -> torch.Tensor:
-    """The mean over the ranks of a per-rank count, with gradients blocked (a loss divisor); the
-    count itself in one process. See `recam.seg.losses.cross_entropy_ignore`."""
-    return mean_over_ranks(count.detach())
-
-
 def per_rank_batch(batch_size: int) -> int:
     """The share of a global batch of `batch_size` each rank loads."""
     size = world_size()

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from recam.config import Config
 from recam.data.seg_dataset import SegTrainDataset, check_label_files
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state, save_checkpoint
-from recam.engine.distributed import mean_count_over_ranks, per_rank_batch, rank, world_size
+from recam.engine.distributed import mean_over_ranks, per_rank_batch, rank, world_size
 from recam.engine.iter_loop import StepBatchSampler, train_iterations
 from recam.errors import RecamInputError
 from recam.io import markdown_table
@@ -29,8 +29,8 @@ def png_in(folder: Path, image_id: str) -> Path:
 
 
 def seg_step(model: MSC, batch: dict) -> dict[str, torch.Tensor]:
-    # Under torchrun the pixel mean is taken over the global batch (mean_count_over_ranks).
-    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_count_over_ranks)}
+    # Under torchrun the pixel mean is taken over the global batch: the divisor is the mean count over the ranks.
+    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_over_ranks)}
 
 
 def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
