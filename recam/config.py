@@ -35,6 +35,9 @@ class RunConfig:
     # to share one classifier across a lambda sweep.
     inputs: dict[str, str] = field(default_factory=dict)
     force: bool = False            # re-run a stage even if its outputs are up to date
+    keep_previous: bool = True     # keep the outputs a re-run replaced as <stage>.prev/ (until the next success)
+    lock_wait_s: float = 0.0       # >= 0: how long to wait for another config's run on the same stage folder
+    lock_stale_s: float = 86400.0  # > 0: a lock of another host older than this is stale (a dead node)
 
 
 @dataclass

@@ -65,7 +65,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
                               "folder's permissions and re-run: finished files are kept and the stage resumes") from err
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,7 +90,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, other_host_age_s: float 
             continue
         host, pid = parts[1], int(parts[2])
         try:
-            stale = (not _pid_alive(pid)) if host == _HOST else time.time() - tmp.stat().st_mtime > other_host_age_s
+            stale = (not pid_alive(pid)) if host == _HOST else time.time() - tmp.stat().st_mtime > other_host_age_s
             if stale:
                 tmp.unlink()
                 removed += 1

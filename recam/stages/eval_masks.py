@@ -17,8 +17,8 @@ from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion, sem_seg_confusion
 from recam.io import load_label_png, load_npz, markdown_table, read_json
 from recam.masks.random_walk import upsample_walk
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import sweep_thresholds
 
 
@@ -28,7 +28,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     masks = rundir.require("masks", stage.method)
     out = rundir.stage_dir("eval_masks", stage.method)
     slice_ = config_slice(cfg, "dataset", "eval_masks")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     made = read_json(masks / "results.json")
     fixed = float(made["threshold"])
@@ -70,8 +71,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
              f"mIoU {100 * results['miou_fixed']:.2f} at t={fixed:.2f}"
              + (f"; {100 * results['miou']:.2f} at the best t={results['threshold']:.2f}" if sweep else "")
              + "\n\n" + markdown_table(header, rows))
-    rundir.finish(out, slice_, results, table)
-    rundir.add_summary(f"eval_masks/{stage.method}", {
+    rundir.finish(out, slice_, results, table, summary={f"eval_masks/{stage.method}": {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)})
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)}})
     return results

@@ -11,8 +11,8 @@ from recam.data.voc12 import load_mask
 from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion
 from recam.io import load_npz, markdown_table
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import load_prepared, begin_stage
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 
 # Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
 # The CAM-family methods (gradcam, scorecam, ...) get CAM's 0.15: their maps are max-normalised the same way.
@@ -31,7 +31,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_seeds", stage.method)
     slice_ = config_slice(cfg, "dataset", "eval_seeds")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
     thresholds = sweep_thresholds(*stage.sweep, fixed)
@@ -70,8 +71,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
              + markdown_table(["class", "IoU (best t)", "IoU (fixed t)"],
                               [[n, results["iou_best"][n], results["iou_fixed"][n]] for n in names])
              + "\n" + markdown_table(["threshold", "mIoU"], [[t, m] for t, m in results["sweep"].items()]))
-    rundir.finish(out, slice_, results, table)
-    rundir.add_summary(f"eval_seeds/{stage.method}", {
+    rundir.finish(out, slice_, results, table, summary={f"eval_seeds/{stage.method}": {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)})
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)}})
     return results

@@ -16,9 +16,9 @@ from recam.data.voc12 import load_image, load_mask, mask_path
 from recam.engine.loop import autocast
 from recam.eval.metrics import confusion_matrix, iou_from_confusion
 from recam.io import load_label_png, markdown_table, save_label_png
-from recam.pipeline import RunDir, config_slice
+from recam.rundir import RunDir, config_slice
 from recam.seg.inference import crf_labels, predict_probs
-from recam.stages.common import begin_stage, load_prepared
+from recam.stages.common import load_prepared
 from recam.stages.seg import load_trained
 
 
@@ -33,7 +33,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     split = stage.split or cfg.dataset.val_list
     out = rundir.stage_dir("eval_seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "eval_seg")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     num_labels = len(data.class_names) + 1
     model = load_trained(seg_dir / "model.pt", data.class_names).to(device).eval()
@@ -71,8 +72,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
              f"mIoU {100 * results['miou']:.2f}{crf_line}\n\n"
              + markdown_table(["class", "IoU", *(["IoU (CRF)"] if stage.crf else [])],
                               [[n, *(float(scores[k]["iou"][i]) for k in kinds)] for i, n in enumerate(names)]))
-    rundir.finish(out, slice_, results, table)
-    rundir.add_summary(f"eval_seg/{stage.labels}", {
+    rundir.finish(out, slice_, results, table, summary={f"eval_seg/{stage.labels}": {
         "miou": results["miou"], **({"miou_crf": results["miou_crf"]} if stage.crf else {}),
-        "split": split, "images": len(ids)})
+        "split": split, "images": len(ids)}})
     return results

@@ -19,8 +19,8 @@ from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
 from recam.io import load_npz, load_rgb, markdown_table, save_label_png
 from recam.masks.ir_labels import ir_label
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("ir_labels")
     slice_ = config_slice(cfg, "dataset", "ir_labels")
     slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in RUNTIME_KEYS}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     ids = data.ids(stage.split)
     jobs = [IrLabelJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),

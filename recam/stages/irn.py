@@ -27,8 +27,8 @@ from recam.masks.affinity import affinity_labels_torch, path_indices_to_torch
 from recam.masks.irn_losses import irn_losses, mean_displacement
 from recam.masks.path_index import build_path_index
 from recam.models.irn import IRNet, build_irn
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, eval_loader, load_prepared, tensorboard_writer, train_loader
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import eval_loader, load_prepared, tensorboard_writer, train_loader
 
 LOSS_PARTS = ("pos_aff_loss", "neg_aff_loss", "dp_fg_loss", "dp_bg_loss")
 
@@ -53,10 +53,11 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage, data_cfg = cfg.irn, cfg.dataset
     data = load_prepared(rundir, data_cfg)
     labels_dir = rundir.require("ir_labels")
-    model = build_irn_from_config(stage, rundir)   # may require("cam"): before begin_stage
+    model = build_irn_from_config(stage, rundir)   # may require("cam"): before rundir.begin
     out = rundir.stage_dir("irn")
     slice_ = config_slice(cfg, "dataset", "irn", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     if stage.crop_size % 4:
         raise RecamInputError(f"recam: irn.crop_size={stage.crop_size} must be a multiple of 4 (the label stride)")

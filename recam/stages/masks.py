@@ -31,8 +31,8 @@ from recam.masks.crf import DEEPLAB_KERNELS, IR_LABEL_KERNELS, crf_from_labels
 from recam.masks.ir_labels import confident_labels
 from recam.masks.random_walk import random_walk, rw_to_label
 from recam.models.irn import build_irn
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "masks")
     slice_["masks"] = {k: v for k, v in slice_["masks"].items()
                        if k in ("method", "seeds", "split", *METHOD_KEYS[stage.method])}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     ids = data.ids(stage.split)
     missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]

@@ -9,8 +9,7 @@ from recam.config import Config
 from recam.data.splits import prepare_voc12
 from recam.data.synthetic import generate_synthetic
 from recam.io import markdown_table
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage
+from recam.rundir import RunDir, config_slice
 
 log = logging.getLogger(__name__)
 
@@ -18,7 +17,8 @@ log = logging.getLogger(__name__)
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("prepare")
     slice_ = config_slice(cfg, "dataset")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     if cfg.dataset.name == "synthetic":
         info = generate_synthetic(cfg.dataset.root, cfg.dataset.synthetic, overwrite=cfg.prepare.overwrite)

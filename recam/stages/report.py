@@ -13,7 +13,8 @@ import torch
 
 from recam.config import Config
 from recam.io import atomic_write_with, markdown_table, read_json, write_text
-from recam.pipeline import PLAN, RunDir, step_folder, step_label
+from recam.plan import PLAN, step_folder, step_label
+from recam.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

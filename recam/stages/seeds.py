@@ -33,8 +33,8 @@ from recam.errors import RecamInputError
 from recam.io import save_npz
 from recam.models.cam_net import CamNet
 from recam.models.recam_net import RecamNet
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import cam_net_from_config, load_prepared, begin_stage
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import cam_net_from_config, load_prepared
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     model = model.to(device).eval()
     weight = weight.to(device)

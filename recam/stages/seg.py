@@ -16,10 +16,10 @@ from recam.engine.iter_loop import StepBatchSampler, train_iterations
 from recam.errors import RecamInputError
 from recam.io import markdown_table
 from recam.models.deeplab import MSC, build_seg_model, seg_param_groups
-from recam.pipeline import RunDir, config_slice
+from recam.rundir import RunDir, config_slice
 from recam.seg.losses import msc_loss
 from recam.seg.optim import make_seg_sgd
-from recam.stages.common import begin_stage, load_prepared, tensorboard_writer
+from recam.stages.common import load_prepared, tensorboard_writer
 
 LABELS = ("pseudo", "gt")
 
@@ -75,7 +75,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     per_rank_batch(stage.batch_size)   # the global micro-batch must split over the torchrun ranks
     out = rundir.stage_dir("seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     if len(ids) < stage.batch_size:
         raise RecamInputError(f"recam: {len(ids)} training images, fewer than seg.batch_size={stage.batch_size}")

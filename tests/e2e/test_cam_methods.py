@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from recam.io import load_npz, read_json
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 # A few images at one scale keep every export to seconds on CPU.

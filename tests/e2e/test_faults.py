@@ -23,7 +23,8 @@ import torch
 from recam.engine.checkpoint import load_checkpoint, save_checkpoint
 from recam.errors import RecamInputError
 from recam.io import _HOST, load_label_png, remove_stale_temporaries, save_label_png, write_json
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 
@@ -134,13 +135,16 @@ def test_nan_loss_in_a_stage_stops_naming_step_and_images(tiny_all, tmp_path) ->
     cfg, _ = tiny_all
     overrides = _copy(cfg, tmp_path, "stage=cam", "cam.lr=1e30", "cam.momentum=0.9", "cam.max_steps=3",
                       "cam.epochs=3")
+    finished = {p.name: p.read_bytes() for p in (tmp_path / "copy" / "cam").glob("*") if p.is_file()}
     with pytest.raises(RecamInputError, match=r"cam loss is (nan|inf) at epoch \d+ step \d+ .*images \["):
         run_stage(compose_config(overrides))
-    last = tmp_path / "copy" / "cam" / "checkpoints" / "last.pt"
+    last = tmp_path / "copy" / "cam.next" / "checkpoints" / "last.pt"
     if last.is_file():
         state = load_checkpoint(last)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert not (tmp_path / "copy" / "cam" / "DONE").is_file()
+    assert not (tmp_path / "copy" / "cam.next" / "DONE").is_file()
+    # the changed config wrote into cam.next/: the finished classifier is byte for byte as it was
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy" / "cam").glob("*") if p.is_file()} == finished
 
 
 def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path) -> None:

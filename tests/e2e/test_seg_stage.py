@@ -13,7 +13,8 @@ import torch
 from recam.engine.checkpoint import load_checkpoint, save_checkpoint
 from recam.errors import RecamInputError
 from recam.io import load_label_png, save_label_png
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 
