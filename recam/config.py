@@ -71,12 +71,12 @@ class DatasetConfig:
     sbd_root: Optional[str] = None  # SBD's dataset/ folder (cls/, train.txt, val.txt), for train_aug
     train_list: str = "train_aug"  # classifier training list
     val_list: str = "val"          # classifier validation list
-    eval_split: str = "train"      # split whose GT scores seeds and masks
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     max_images: Optional[int] = None  # debug: keep only the first N ids of every list
     check_images: str = "decode"   # prepare reads every image: decode (full) | header | none
     bad_images: str = "fail"       # an unreadable/corrupt image: fail (one line naming it) | skip (left out of every list, reported)
+    unknown_classes: str = "fail"  # an XML object name that is not a class: fail (one line naming it) | ignore (the reference)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
 
 
@@ -132,7 +132,7 @@ class SeedsStage:
     method: str = "recam"          # cam | recam | a CAM-family method (recam/cams/methods.py: gradcam, scorecam, ...)
     split: str = "train_aug"       # which list to export (the reference exports all of train_aug)
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
-    flip: bool = True
+    flip: bool = True              # add the mirror image at every scale (reference); false = an ablation
     bucket_size: int = 8           # images of equal size per batched forward (1 = one at a time)
     high_res_dtype: str = "float16"  # float16 halves the disk use; float32 for bit-level comparisons
     num_shards: int = 1            # split the export over processes: this one does shard_index::num_shards
@@ -170,8 +170,7 @@ class IrLabelsStage:
 
 @dataclass
 class IrnStage:
-    """Inter-pixel relation network training (spec §6b)."""
-    seeds: str = "recam"           # train on ir_labels/<seeds>
+    """Inter-pixel relation network training (spec §6b); it trains on the ir_labels/ stage's labels."""
     split: str = "train_aug"
     val_split: Optional[str] = "val"  # val loss against affinity labels of the GT masks; null = none
     arch: str = "resnet50"

@@ -201,6 +201,28 @@ def save_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> 
     atomic_write_with(path, lambda buf: pil.save(buf, format="JPEG", quality=quality))
 
 
+def readable(path: str | os.PathLike) -> bool:
+    """Whether a finished per-image artifact is there and loads completely (`.npz`: every array,
+    which checks the zip CRCs; `.png`/`.jpg`: a full decode; `.json`: parses). A resumed stage
+    redoes the files for which this is False, so a file damaged by a crash or a disk is not kept."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                for name in z.files:
+                    z[name]
+        elif path.suffix in (".png", ".jpg", ".jpeg"):
+            with Image.open(path) as image:
+                image.load()
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        return True
+    except Exception:  # any decoder error means the same here: the file must be made again
+        return False
+
+
 def fingerprint(path: str | os.PathLike) -> str:
     """Short sha256 of a file's bytes (used for `inputs.json`: what a stage was computed from)."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]

@@ -19,6 +19,7 @@ from recam.engine.seeding import seed_everything
 from recam.errors import RecamInputError
 from recam.plan import PLAN, plan_steps, step_label
 from recam.rundir import RunDir
+from recam.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +109,8 @@ def run_stage(cfg: Config) -> dict:
     name = cfg.stage.name
     if name != "all" and name not in stages:
         raise RecamInputError(f"recam: unknown stage {name!r}; choose one of {', '.join(['all', *stages])}")
-    plan_steps(cfg.stage.steps)  # a misspelt step fails before anything runs
+    for warning in validate(cfg):   # every value checked before any folder is touched
+        log.warning("%s", warning)
     device = setup_runtime(cfg.runtime)
     if name != "all":
         return call_stage(stages, name, cfg, device)

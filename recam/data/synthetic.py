@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.errors import RecamInputError
 from recam.io import read_json, save_jpeg, save_label_png, write_json, write_text
@@ -886,14 +886,14 @@ def generate_synthetic(root: str | Path, params: SyntheticParamsLike, overwrite:
     workers = _auto_workers(len(tasks)) if workers is None else workers
     progress = dict(total=len(tasks), desc="prepare synthetic", leave=False)
     if workers <= 1:
-        records = [_make_one(task) for task in tqdm(tasks, **progress)]
+        records = [_make_one(task) for task in progress(tasks, **progress)]
     else:
         # Spawned processes: drawing is many small numpy ops that hold the GIL, so threads do not
         # scale; spawn (not fork) because the caller may already hold torch's threads. Each image
         # depends only on (seed, index), so the bytes do not depend on the worker count.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            records = list(tqdm(pool.map(_make_one, tasks, chunksize=8), **progress))
+            records = list(progress(pool.map(_make_one, tasks, chunksize=8), **progress))
 
     lists = root / "ImageSets" / "Segmentation"
     write_text(lists / "train.txt", "".join(f"{i}\n" for i in ids["train"]))

@@ -62,13 +62,21 @@ def train_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, devi
                                  drop_last=True)
     return DataLoader(dataset, batch_size=per_rank_batch(batch_size), sampler=sampler, drop_last=True,
                       num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+                      persistent_workers=False, generator=loader_generator(runtime.seed))
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator: its worker seeds come from here, not from torch's global
+    RNG, so creating a loader draws nothing from the global stream and a resumed run (whose global
+    RNG is restored from the checkpoint) continues exactly where the interrupted one was."""
+    return torch.Generator().manual_seed(seed)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device,
                 drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda")
+                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
+                      generator=loader_generator(runtime.seed))
 
 
 def classifier_loaders(cfg: Config, data: Prepared, stage: TrainStage,
@@ -104,5 +112,5 @@ def tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder / "tb"))
 
 
-__all__ = ["Prepared", "load_prepared", "train_loader", "eval_loader", "config_slice",
+__all__ = ["Prepared", "load_prepared", "train_loader", "eval_loader", "loader_generator", "config_slice",
            "classifier_loaders", "cam_net_from_config", "tensorboard_writer"]

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.cams.methods import CAM_METHODS
 from recam.config import Config
-from recam.data.voc12 import load_mask
+from recam.data.voc12 import load_gt
 from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion
 from recam.io import load_npz, markdown_table
@@ -38,16 +38,13 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     thresholds = sweep_thresholds(*stage.sweep, fixed)
     sweep = ThresholdSweep(thresholds, num_labels=len(data.class_names) + 1)
     ids = data.ids(stage.split)
-    for image_id in tqdm(ids, desc=f"eval_seeds/{stage.method}", unit="img", dynamic_ncols=True):
+    for image_id in progress(ids, desc=f"eval_seeds/{stage.method}", unit="img", dynamic_ncols=True):
         path = seeds / f"{image_id}.npz"
         if not path.is_file():
             raise RecamInputError(f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
                                   f"contains eval_seeds.split={stage.split} (seeds.split)")
         seed = load_npz(path)
-        gt = load_mask(data_cfg.root, image_id)
-        if gt[gt != 255].max(initial=0) > len(data.class_names):
-            raise RecamInputError(f"recam: ground truth of {image_id} has label {gt[gt != 255].max()} but the "
-                                  f"dataset has {len(data.class_names)} classes")
+        gt = load_gt(data_cfg.root, image_id, num_classes=len(data.class_names), size=seed["high_res"].shape[1:])
         sweep.update(seed["high_res"].astype(np.float32), seed["keys"], gt)
     res = sweep.results()
     fixed_index = int(np.flatnonzero(np.isclose(thresholds, fixed))[0])

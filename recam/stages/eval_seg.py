@@ -7,15 +7,15 @@ import math
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.config import Config
-from recam.data.seg_dataset import check_label_values
 from recam.data.transforms import normalize, to_chw
-from recam.data.voc12 import load_image, load_mask, mask_path
+from recam.data.datasets import image_size
+from recam.data.voc12 import load_gt, load_image
 from recam.engine.loop import autocast
 from recam.eval.metrics import confusion_matrix, iou_from_confusion
-from recam.io import load_label_png, markdown_table, save_label_png
+from recam.io import load_label_png, markdown_table, readable, save_label_png
 from recam.rundir import RunDir, config_slice
 from recam.seg.inference import crf_labels, predict_probs
 from recam.stages.common import load_prepared
@@ -41,11 +41,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     kinds = ["pred", "pred_crf"] if stage.crf else ["pred"]
     confusion = {kind: np.zeros((num_labels, num_labels), dtype=np.int64) for kind in kinds}
     ids = data.ids(split)
-    for image_id in tqdm(ids, desc=f"eval_seg/{stage.labels}", unit="img", dynamic_ncols=True):
-        gt = load_mask(root, image_id)
-        check_label_values(gt, num_labels, mask_path(root, image_id))
+    for image_id in progress(ids, desc=f"eval_seg/{stage.labels}", unit="img", dynamic_ncols=True):
+        gt = load_gt(root, image_id, num_classes=num_labels - 1, size=image_size(root, image_id))
         paths = {kind: out / kind / f"{image_id}.png" for kind in kinds}
-        if all(path.is_file() for path in paths.values()):
+        if all(readable(path) for path in paths.values()):   # resumed: a damaged prediction is redone
             preds = {kind: load_label_png(path) for kind, path in paths.items()}
         else:
             image = load_image(root, image_id)

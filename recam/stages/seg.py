@@ -19,7 +19,7 @@ from recam.models.deeplab import MSC, build_seg_model, seg_param_groups
 from recam.rundir import RunDir, config_slice
 from recam.seg.losses import msc_loss
 from recam.seg.optim import make_seg_sgd
-from recam.stages.common import load_prepared, tensorboard_writer
+from recam.stages.common import load_prepared, loader_generator, tensorboard_writer
 
 LABELS = ("pseudo", "gt")
 
@@ -96,7 +96,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         sampler = StepBatchSampler(len(dataset), stage.batch_size, seed=cfg.runtime.seed, start=start,
                                    total=stage.iterations * stage.iter_size, num_replicas=world_size(), rank=rank())
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.runtime.num_workers,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", generator=loader_generator(cfg.runtime.seed + start))
 
     extra = {"config": slice_, "class_names": data.class_names, "model_config": model_config}
     trained = train_iterations(
