@@ -215,6 +215,8 @@ def readable(path: str | os.PathLike) -> bool:
                     z[name]
         elif path.suffix in (".png", ".jpg", ".jpeg"):
             with Image.open(path) as image:
+                image.verify()   # chunk CRCs (a PNG cut short can still decode)
+            with Image.open(path) as image:
                 image.load()
         elif path.suffix == ".json":
             json.loads(path.read_text(encoding="utf-8"))
