@@ -884,16 +884,16 @@ def generate_synthetic(root: str | Path, params: SyntheticParamsLike, overwrite:
     tasks = [(root, image_id, wanted["seed"], index, wanted["min_size"], wanted["max_size"], image_id not in val_ids)
              for index, image_id in enumerate(all_ids)]
     workers = _auto_workers(len(tasks)) if workers is None else workers
-    progress = dict(total=len(tasks), desc="prepare synthetic", leave=False)
+    bar = dict(total=len(tasks), desc="prepare synthetic", leave=False)
     if workers <= 1:
-        records = [_make_one(task) for task in progress(tasks, **progress)]
+        records = [_make_one(task) for task in progress(tasks, **bar)]
     else:
         # Spawned processes: drawing is many small numpy ops that hold the GIL, so threads do not
         # scale; spawn (not fork) because the caller may already hold torch's threads. Each image
         # depends only on (seed, index), so the bytes do not depend on the worker count.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            records = list(progress(pool.map(_make_one, tasks, chunksize=8), **progress))
+            records = list(progress(pool.map(_make_one, tasks, chunksize=8), **bar))
 
     lists = root / "ImageSets" / "Segmentation"
     write_text(lists / "train.txt", "".join(f"{i}\n" for i in ids["train"]))

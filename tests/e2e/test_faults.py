@@ -155,18 +155,19 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path
     common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", "stage=cam",
               f"+run.inputs.prepare={RunDir(cfg.run).stage_dir('prepare')}", "cam.epochs=8", "cam.max_steps=2"]
     folder = tmp_path / "killed" / "cam"
+    staged = folder.with_name("cam.next")   # a first run writes there and is swapped in when it finishes
     process = subprocess.Popen([sys.executable, "-m", "recam.train", *common, "run.name=killed",
                                 f"hydra.run.dir={tmp_path}/hydra"], cwd=Path(__file__).resolve().parents[2],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (folder / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
+    while not (staged / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (folder / "DONE").is_file(), "the run finished before it could be killed"
-    epochs_done = load_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] + 1
+    epochs_done = load_checkpoint(staged / "checkpoints" / "last.pt")["epoch"] + 1
     assert epochs_done < 8
-    partial = folder / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
+    partial = staged / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
     partial.write_bytes(b"half a checkpoint")
 
     resumed = run_stage(compose_config([*common, "run.name=killed"]))

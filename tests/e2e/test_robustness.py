@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from recam.data.datasets import image_size, size_buckets
 from recam.errors import RecamInputError
 from recam.io import load_label_png, save_label_png
 from recam.pipeline import run_stage
@@ -96,14 +97,15 @@ def test_a_crash_after_begin_keeps_the_finished_outputs_and_resumes_its_staging(
     common = _copy(cfg, tmp_path)
     folder = tmp_path / "copy" / "seeds" / "cam"
     before = _snapshot(folder)
-    ids = sorted(p.stem for p in folder.glob("*.npz"))
-    image = Path(cfg.dataset.root) / "JPEGImages" / f"{ids[-1]}.jpg"
+    ids = (tmp_path / "copy" / "prepare" / "train_aug.txt").read_text().split()
+    order = [i for bucket in size_buckets([image_size(cfg.dataset.root, i) for i in ids], 1) for i in bucket]
+    image = Path(cfg.dataset.root) / "JPEGImages" / f"{ids[order[-1]]}.jpg"   # the last one exported
     hidden = tmp_path / "hidden.jpg"
     shutil.copy(image, hidden)
     overrides = [*common, "stage=seeds", "seeds.method=cam", "seeds.scales=[1.0]", "seeds.bucket_size=1"]
     try:
-        image.unlink()
-        with pytest.raises(RecamInputError, match="does not exist"):
+        image.write_bytes(hidden.read_bytes()[: len(hidden.read_bytes()) // 2])   # the header reads, the pixels do not
+        with pytest.raises(RecamInputError, match="unreadable or corrupt"):
             run_stage(compose_config(overrides))
     finally:
         shutil.copy(hidden, image)
