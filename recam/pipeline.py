@@ -17,7 +17,7 @@ from recam.config import Config, RuntimeConfig
 from recam.engine.distributed import alone, barrier, init_distributed, is_distributed, is_main
 from recam.engine.seeding import seed_everything
 from recam.errors import RecamInputError
-from recam.plan import PLAN, plan_steps, step_label
+from recam.plan import plan_steps, step_label
 from recam.rundir import RunDir
 from recam.validate import validate
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +13,9 @@ from recam.config import Config, DatasetConfig, ModelConfig, RuntimeConfig, Trai
 from recam.data.datasets import ClassificationDataset
 from recam.data.splits import load_cls_labels
 from recam.data.voc12 import read_id_list
-from recam.engine.distributed import barrier, is_main, per_rank_batch, rank, world_size
+from recam.engine.distributed import is_main, per_rank_batch, rank, world_size
 from recam.errors import RecamInputError
 from recam.models.cam_net import CamNet, build_cam_net
-from recam.io import read_json, remove_stale_temporaries, write_json
 from recam.rundir import RunDir, config_slice
 
 log = logging.getLogger(__name__)

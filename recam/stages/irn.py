@@ -21,7 +21,6 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state, save_chec
 from recam.engine.distributed import is_distributed, is_main, mean_over_ranks
 from recam.engine.loop import autocast, steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
-from recam.errors import RecamInputError
 from recam.io import load_label_png, markdown_table
 from recam.masks.affinity import affinity_labels_torch, path_indices_to_torch
 from recam.masks.irn_losses import irn_losses, mean_displacement

@@ -1,7 +1,6 @@
 """The sweep files and the SLURM launcher config compose with Hydra's own config."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir

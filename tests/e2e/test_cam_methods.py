@@ -106,7 +106,7 @@ def test_visualize_writes_pictures_and_an_index(trained) -> None:
             assert image.mode == "RGB" and image.width > 32
     image_id = results["images"][0]
     with Image.open(folder / image_id / "overlays.png") as overlays:
-        height, width = overlays.size[1], overlays.size[0]
+        width = overlays.size[0]
     assert width > 3 * 48 * 2    # image + 2 methods, display_scale 2
     # The image's seeds exist (test order: the seed tests ran first) and are shown next to the GT.
     with Image.open(folder / image_id / "labels.png") as labels:
