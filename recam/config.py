@@ -62,9 +62,34 @@ class SyntheticParams:
 
 
 @dataclass
+class CocoParams:
+    """`dataset=coco14` (spec §11, recam/data/coco.py): where the COCO 2014 download is, what prepare renders."""
+    root: str = "data/MSCOCO"      # train2014/ val2014/ annotations/instances_{train,val}2014.json (spec §11.1)
+    splits: list[str] = field(default_factory=lambda: ["train2014", "val2014"])  # subset of these two
+    workers: int = 0               # mask-rendering processes, >= 0; 0 = one per core (<= 8) from 200 masks on
+
+
+@dataclass
+class FolderParams:
+    """`dataset=folder` (your own images, recam/data/folder.py)."""
+    root: str = "data/folder"      # the folder holding everything below
+    images: str = "images"         # sub-folder of <id>.jpg / .jpeg / .png files
+    labels: str = "labels.csv"     # CSV rows "id,name;name" (header id,labels) or JSON {id: [names]}
+    class_names: str = "class_names.txt"  # one foreground class name per line; label k+1 = line k
+    masks: Optional[str] = None    # sub-folder of GT masks <id>.png (palette or index, 0 bg, 255 ignore); None = no GT
+    splits: Optional[str] = None   # sub-folder with train.txt and val.txt (one id a line); None = seeded split
+    val_fraction: float = 0.2      # seeded split: share of ids in val, in (0, 1)
+    split_seed: int = 0            # seeded split: RNG seed, >= 0
+
+
+@dataclass
 class DatasetConfig:
-    name: str = MISSING            # voc12 | synthetic
+    name: str = MISSING            # voc12 | synthetic | coco14 | folder
     root: str = MISSING            # the VOC2012 folder: JPEGImages/ Annotations/ ImageSets/ SegmentationClass/
+    #                                (coco14 / folder: the VOC-layout view of symlinks that prepare builds)
+    protocol: str = "recam"        # coco14 only: recam (spec §11.4/§11.7) | coco2voc (later work, spec §11.9)
+    coco: CocoParams = field(default_factory=CocoParams)
+    folder: FolderParams = field(default_factory=FolderParams)
     sbd_root: Optional[str] = None  # SBD's dataset/ folder (cls/, train.txt, val.txt), for train_aug
     train_list: str = "train_aug"  # classifier training list
     val_list: str = "val"          # classifier validation list
