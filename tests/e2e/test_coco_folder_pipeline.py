@@ -57,3 +57,69 @@ def test_stage_all_on_coco14_runs_every_step(coco_all) -> None:
     assert results["eval_seeds/recam"]["images"] == 12
     assert len(results["eval_seeds/recam"]["iou_fixed"]) == 81   # background + 80 classes
     assert 0.0 <= results["eval_masks/irn"]["miou_fixed"] <= 1.0
+
+
+def build_folder(root: Path, count: int = 14) -> Path:
+    """A user folder: images (JPEG and PNG), labels.csv with a header, class_names.txt, index-PNG masks."""
+    from PIL import Image
+
+    from recam.data.synthetic import CLASS_NAMES, render_sample
+
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    rows = ["id,labels"]
+    for index in range(count):
+        sample = render_sample(0, index, 48, 64)
+        image_id = f"img{index:03d}"
+        suffix = ".png" if index % 4 == 0 else ".jpg"
+        Image.fromarray(sample.image).save(root / "images" / f"{image_id}{suffix}")
+        Image.fromarray(sample.label, mode="L").save(root / "masks" / f"{image_id}.png")
+        names = [CLASS_NAMES[c - 1] for c in sorted(int(v) for v in np.unique(sample.label) if v)]
+        rows.append(f"{image_id},{';'.join(names)}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    (root / "class_names.txt").write_text("\n".join(CLASS_NAMES) + "\n")
+    return root
+
+
+def _folder_config(base: Path, *extra: str):
+    return compose_config([f"run.root={base / 'out'}", "run.name=folder", "debug=tiny", "dataset=folder",
+                           f"dataset.folder.root={base / 'mine'}", "dataset.folder.masks=masks", *extra])
+
+
+def test_stage_all_on_a_folder_dataset(tmp_path: Path) -> None:
+    build_folder(tmp_path / "mine")
+    cfg = _folder_config(tmp_path, "stage=all", "dataset.folder.val_fraction=0.3")
+    results = run_stage(cfg)
+    rundir = RunDir(cfg.run)
+    for stage, overrides in PLAN:
+        assert (step_folder(rundir, stage, overrides) / "DONE").is_file(), (stage, overrides)
+    prepared = rundir.stage_dir("prepare")
+    train, val = (prepared / "train.txt").read_text().split(), (prepared / "val.txt").read_text().split()
+    assert len(val) == 4 and len(train) == 10 and not set(train) & set(val)   # round(0.3 * 14) in val
+    assert results["eval_seeds/cam"]["images"] == 10 and len(results["eval_seeds/cam"]["iou_fixed"]) == 9
+    assert set(results["eval_seeds/cam"]["miou_reference"]) == {"0.15", "0.21"}
+    sweep = results["eval_seeds/cam"]["sweep"]
+    assert results["eval_seeds/cam"]["miou_reference"]["0.21"] == sweep["0.21"]
+    # the same seed gives the same split; another seed another one
+    again = _folder_config(tmp_path, "stage=prepare", "run.name=again", "dataset.folder.val_fraction=0.3")
+    run_stage(again)
+    assert (RunDir(again.run).stage_dir("prepare") / "val.txt").read_text().split() == val
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: (r / "labels.csv").write_text("id,labels\nghost,disc\n"), "'ghost' but .* holds no ghost.jpg"),
+    (lambda r: (r / "labels.csv").write_text("img000,unicorn\n"), "labels 'img000' with 'unicorn', not a class"),
+    (lambda r: (r / "labels.csv").write_text("img000,disc\nimg000,star\n"), "line 2 repeats the id 'img000'"),
+    (lambda r: shutil.copy(r / "images" / "img001.jpg", r / "images" / "img001.png"), "two images of the id 'img001'"),
+    (lambda r: __import__("PIL.Image").Image.fromarray(np.zeros((5, 5), np.uint8)).save(r / "masks" / "img002.png"),
+     "mask .*img002.png is 5x5 but its image"),
+    (lambda r: ((r / "splits").mkdir(), (r / "splits" / "train.txt").write_text("img000\n"),
+                (r / "splits" / "val.txt").write_text("\n")), "val.txt is empty"),
+])
+def test_folder_inconsistencies_are_one_line_errors(tmp_path: Path, breakage, message) -> None:
+    root = build_folder(tmp_path / "mine", count=4)
+    breakage(root)
+    extra = ["dataset.folder.splits=splits"] if (root / "splits").is_dir() else []
+    with pytest.raises(RecamInputError, match=message) as err:
+        run_stage(_folder_config(tmp_path, "stage=prepare", *extra))
+    assert "\n" not in str(err.value)
