@@ -257,6 +257,8 @@ class SegStage:
     gt_folder: str = "SegmentationClass"  # labels=gt: mask folder under dataset.root; SegmentationClassAug + gt_split=train_aug = deeplab-pytorch's setting
     arch: str = "deeplabv2_resnet101"  # deeplabv2_resnet18/34/50/101/152 | deeplabv3_resnet50 | deeplabv3_resnet101
     pretrained: str = "imagenet"   # backbone: imagenet | none | cam (the cam stage's backbone) | a state_dict path
+    #                                | advcam:<path> (the published caffe-layout ResNet-101 DeepLab init, recam/models/advcam.py)
+    loss: str = "ce"               # ce (reference) | balanced (mean of the bg and fg pixel CEs, CLIMS / CLIP-ES)
     output_stride: int = 8         # 8 (reference) | 16 (deeplabv2 only)
     msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multi-scale inputs; [] = none
     fixed_bn: bool = True          # BN in eval mode, BN parameters never updated (reference); false trains BN
@@ -286,6 +288,9 @@ class EvalSegStage:
     scales: list[float] = field(default_factory=lambda: [1.0])  # extra test scales (MSC already fuses 1/0.75/0.5)
     flip: bool = False             # the reference tests without flip
     crf: bool = True               # also score dense-CRF refined predictions (the paper's 68.5 is with CRF)
+    # the image the CRF's bilateral kernel sees, for miou_crf: clean (the RGB image) | reference (deeplab-pytorch's
+    # mean-subtracted BGR image cast to uint8, spec §7.3); both are scored and reported
+    crf_image: str = "clean"
 
 
 @dataclass
