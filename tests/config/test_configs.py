@@ -81,3 +81,10 @@ def test_default_sweeps_are_the_protocol_range() -> None:
     assert cfg.eval_seeds.sweep == [0.15, 0.34, 0.01] and cfg.eval_masks.sweep == [0.15, 0.34, 0.01]
     demo = compose_config(["experiment=demo"])
     assert demo.eval_seeds.sweep == [0.05, 0.95, 0.01]
+
+
+def test_the_alternative_deeplab_schedule() -> None:
+    cfg = compose_config(["experiment=voc12_seg_30k"])
+    assert (cfg.seg.batch_size, cfg.seg.iter_size, cfg.seg.iterations, cfg.seg.lr) == (10, 1, 30000, 2.5e-4)
+    assert cfg.dataset.name == "voc12" and cfg.seg.loss == "ce" and cfg.eval_seg.crf_image == "clean"
+    assert compose_config(["seg.loss=balanced", "seg.pretrained=advcam:x.pth"]).seg.loss == "balanced"
