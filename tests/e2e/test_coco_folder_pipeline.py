@@ -123,3 +123,19 @@ def test_folder_inconsistencies_are_one_line_errors(tmp_path: Path, breakage, me
     with pytest.raises(RecamInputError, match=message) as err:
         run_stage(_folder_config(tmp_path, "stage=prepare", *extra))
     assert "\n" not in str(err.value)
+
+
+def test_folder_without_ground_truth_to_pseudo_masks(tmp_path: Path) -> None:
+    """The README's three commands: prepare, train (cam + recam), then seeds -> IR labels -> IRN -> masks."""
+    root = build_folder(tmp_path / "mine", count=10)
+    shutil.rmtree(root / "masks")
+    base = [f"run.root={tmp_path / 'out'}", "run.name=mine", "debug=tiny", "dataset=folder",
+            f"dataset.folder.root={root}", "irn.val_split=null"]
+    run_stage(compose_config([*base, "stage=prepare"]))
+    run_stage(compose_config([*base, "stage=all", "stage.steps=[cam,recam]"]))
+    run_stage(compose_config([*base, "stage=all", "stage.steps=[seeds/recam,ir_labels,irn,masks/irn]"]))
+    rundir = RunDir(compose_config(base).run)
+    train = (rundir.stage_dir("prepare") / "train_aug.txt").read_text().split()
+    masks = sorted(p.stem for p in rundir.stage_dir("masks", "irn").glob("*.png"))
+    assert masks == sorted(train) and len(train) == 8
+    assert all(load_label_png(rundir.stage_dir("masks", "irn") / f"{i}.png").max() <= 8 for i in train)
