@@ -67,6 +67,7 @@ class CocoParams:
     root: str = "data/MSCOCO"      # train2014/ val2014/ annotations/instances_{train,val}2014.json (spec §11.1)
     splits: list[str] = field(default_factory=lambda: ["train2014", "val2014"])  # subset of these two
     workers: int = 0               # mask-rendering processes, >= 0; 0 = one per core (<= 8) from 200 masks on
+    reference_labels: Optional[str] = None  # the author's train_labels.npy: prepare compares it row by row (§11.3); None = no check
 
 
 @dataclass

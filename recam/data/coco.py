@@ -189,15 +189,40 @@ def _pool_size(workers: int, tasks: int) -> int:
     return max(1, min(8, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1))
 
 
+def compare_reference_labels(path: str | os.PathLike, labels: np.ndarray, names: Sequence[str]) -> dict[str, Any]:
+    """Compare our train2014 labels with the author's `train_labels.npy` (spec §11.3: N x 80, row i =
+    the i-th image in ascending id order, values > 0 positive). Returns {"rows", "zero_rows",
+    "mismatched_rows", "first_mismatches": [names]}; a file of another shape is one clear error."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecamInputError(f"recam: dataset.coco.reference_labels={path} does not exist - give the path of the "
+                              "author's train_labels.npy, or leave it null")
+    try:
+        theirs = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise RecamInputError(f"recam: {path} is not a plain .npy array ({err})") from err
+    if theirs.shape != labels.shape:
+        raise RecamInputError(f"recam: {path} has shape {theirs.shape}, our train2014 labels {labels.shape} - "
+                              "it must be the N x 80 array of the same instances_train2014.json")
+    different = np.flatnonzero(((theirs > 0) != (labels > 0)).any(axis=1))
+    return {"rows": int(theirs.shape[0]), "zero_rows": int((~(theirs > 0).any(axis=1)).sum()),
+            "mismatched_rows": int(different.size), "first_mismatches": [names[i] for i in different[:10]]}
+
+
 def prepare_coco14(coco_root: str | os.PathLike, view_root: str | os.PathLike, *, protocol: str = "recam",
-                   splits: Sequence[str] = ("train2014", "val2014"), workers: int = 0) -> dict[str, Any]:
+                   splits: Sequence[str] = ("train2014", "val2014"), workers: int = 0,
+                   reference_labels: str | os.PathLike | None = None) -> dict[str, Any]:
     """Masks, labels, lists and the VOC-layout view of a COCO 2014 root (module doc).
 
     Masks already on disk that open with the right size are kept (resume); the others are rendered
     in a process pool (`workers`, 0 = auto). Returns {"splits": {name: [ids]}, "ids": [ids],
     "labels": (N, 80) uint8, "images": {split: count}, "unannotated": {split: count},
-    "masks_written": int, "seconds_per_mask": float}.
+    "masks_written": int, "seconds_per_mask": float}, plus "reference_labels" (the comparison of
+    `compare_reference_labels`) when the author's train_labels.npy is given.
     """
+    if reference_labels is not None and (protocol != "recam" or "train2014" not in splits):
+        raise RecamInputError("recam: dataset.coco.reference_labels is the author's train2014 file - it needs "
+                              "dataset.protocol=recam and train2014 in dataset.coco.splits")
     if protocol not in PROTOCOLS:
         raise RecamInputError(f"recam: dataset.protocol={protocol!r} - use one of {', '.join(PROTOCOLS)}")
     coco_root, view_root = Path(coco_root), Path(view_root)
@@ -255,9 +280,16 @@ def prepare_coco14(coco_root: str | os.PathLike, view_root: str | os.PathLike, *
                     bar.update()
         elapsed = bar.format_dict["elapsed"]
     log.info("coco14: %d masks written, %d kept from an earlier run", len(tasks), len(ids) - len(tasks))
-    return {"splits": lists, "ids": ids, "labels": np.stack(rows) if rows else np.zeros((0, 80), np.uint8),
-            "images": counts, "unannotated": unannotated, "masks_written": len(tasks),
-            "seconds_per_mask": round(elapsed / max(len(tasks), 1), 5)}
+    labels = np.stack(rows) if rows else np.zeros((0, len(COCO_CATEGORY_IDS)), np.uint8)
+    made = {"splits": lists, "ids": ids, "labels": labels, "images": counts, "unannotated": unannotated,
+            "masks_written": len(tasks), "seconds_per_mask": round(elapsed / max(len(tasks), 1), 5)}
+    if reference_labels is not None:
+        train = [i for i, name in enumerate(ids) if name.startswith("COCO_train2014_")]
+        made["reference_labels"] = compare_reference_labels(reference_labels, labels[train], [ids[i] for i in train])
+        if made["reference_labels"]["mismatched_rows"]:
+            log.warning("coco14: %d train2014 label rows differ from %s, e.g. %s", made["reference_labels"]
+                        ["mismatched_rows"], reference_labels, made["reference_labels"]["first_mismatches"][:3])
+    return made
 
 
 def _link_pair(view_root: Path, name: str, image: Path, mask: Path) -> None:

@@ -31,7 +31,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if data.name in ("coco14", "folder"):
         if data.name == "coco14":
             made = prepare_coco14(data.coco.root, data.root, protocol=data.protocol, splits=data.coco.splits,
-                                  workers=data.coco.workers)
+                                  workers=data.coco.workers, reference_labels=data.coco.reference_labels)
             class_names = list(COCO_CLASSES)
         else:
             made = prepare_folder(data.folder, data.root)

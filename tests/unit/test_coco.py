@@ -172,3 +172,14 @@ def test_missing_annotation_file_is_one_line(tmp_path: Path) -> None:
     with pytest.raises(RecamInputError, match="instances_train2014.json does not exist - download") as err:
         run_stage(cfg)
     assert "\n" not in str(err.value)
+
+
+def test_comparison_with_the_authors_label_file(tmp_path: Path) -> None:
+    theirs = np.zeros((4, 80))
+    theirs[0, [39, 79]] = 1.0
+    theirs[1, [0, 2, 16]] = 1.0
+    theirs[2, 0] = 0.0          # e.g. a file that did not count the crowd-only person of image 55
+    np.save(tmp_path / "train_labels.npy", theirs)
+    _, stats, _ = _prepare(tmp_path, f"dataset.coco.reference_labels={tmp_path / 'train_labels.npy'}")
+    assert stats["reference_labels"] == {"rows": 4, "zero_rows": 2, "mismatched_rows": 1,
+                                         "first_mismatches": ["COCO_train2014_000000000055"]}
