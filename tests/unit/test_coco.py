@@ -183,3 +183,26 @@ def test_comparison_with_the_authors_label_file(tmp_path: Path) -> None:
     _, stats, _ = _prepare(tmp_path, f"dataset.coco.reference_labels={tmp_path / 'train_labels.npy'}")
     assert stats["reference_labels"] == {"rows": 4, "zero_rows": 2, "mismatched_rows": 1,
                                          "first_mismatches": ["COCO_train2014_000000000055"]}
+
+
+def test_unlabelled_image_gets_an_all_background_ir_label_without_crf(monkeypatch) -> None:
+    from recam.masks import ir_labels
+
+    def no_crf(*args, **kwargs):
+        raise AssertionError("the CRF must not run for an image without labels")
+
+    monkeypatch.setattr(ir_labels, "crf_from_labels", no_crf)
+    label = ir_labels.ir_label(np.zeros((4, 4, 3), np.uint8), np.zeros((0, 4, 4), np.float32), np.zeros(0, np.int64))
+    np.testing.assert_array_equal(label, np.zeros((4, 4), np.uint8))
+
+
+def test_uncompressed_rle_round_trips_through_pycocotools() -> None:
+    from recam.data.synthetic import uncompressed_rle
+
+    rng = np.random.default_rng(0)
+    for shape in [(5, 7), (6, 8), (1, 1)]:
+        for fill in (0.0, 0.5, 1.0):
+            binary = (rng.random(shape) < fill).astype(np.uint8)
+            rle = uncompressed_rle(binary)
+            assert sum(rle["counts"]) == binary.size
+            np.testing.assert_array_equal(mask_utils.decode(mask_utils.frPyObjects(rle, *shape)), binary)
