@@ -54,8 +54,15 @@ def read_label_file(path: Path) -> dict[str, list[str]]:
         raise RecamInputError(f"recam: dataset.folder.labels={path} does not exist - write a CSV (id,name;name) "
                               "or a JSON {id: [names]} of image-level labels")
     if path.suffix.lower() == ".json":
+        def unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+            seen = [k for k, _ in pairs]
+            repeated = sorted({k for k in seen if seen.count(k) > 1})
+            if repeated:   # json.loads would keep the last one silently
+                raise RecamInputError(f"recam: {path} repeats the id {repeated[0]!r} - give each image one entry")
+            return dict(pairs)
+
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8"), object_pairs_hook=unique_keys)
         except ValueError as err:
             raise RecamInputError(f"recam: {path} is not valid JSON ({err}) - fix the file") from err
         if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):

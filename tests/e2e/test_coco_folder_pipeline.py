@@ -111,6 +111,7 @@ def test_stage_all_on_a_folder_dataset(tmp_path: Path) -> None:
     (lambda r: (r / "labels.csv").write_text("img000,unicorn\n"), "labels 'img000' with 'unicorn', not a class"),
     (lambda r: (r / "labels.csv").write_text("img000,disc\nimg000,star\n"), "line 2 repeats the id 'img000'"),
     (lambda r: shutil.copy(r / "images" / "img001.jpg", r / "images" / "img001.png"), "two images of the id 'img001'"),
+    (lambda r: (r / "labels.json").write_text('{"img000": ["disc"], "img000": []}'), "repeats the id 'img000'"),
     (lambda r: __import__("PIL.Image").Image.fromarray(np.zeros((5, 5), np.uint8)).save(r / "masks" / "img002.png"),
      "mask .*img002.png is 5x5 but its image"),
     (lambda r: ((r / "splits").mkdir(), (r / "splits" / "train.txt").write_text("img000\n"),
@@ -120,6 +121,7 @@ def test_folder_inconsistencies_are_one_line_errors(tmp_path: Path, breakage, me
     root = build_folder(tmp_path / "mine", count=4)
     breakage(root)
     extra = ["dataset.folder.splits=splits"] if (root / "splits").is_dir() else []
+    extra += ["dataset.folder.labels=labels.json"] if (root / "labels.json").is_file() else []
     with pytest.raises(RecamInputError, match=message) as err:
         run_stage(_folder_config(tmp_path, "stage=prepare", *extra))
     assert "\n" not in str(err.value)
