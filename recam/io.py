@@ -196,6 +196,19 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise RecamInputError(f"recam: image {path} is unreadable or corrupt ({err})") from err
 
 
+def link_file(link: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `link` a symlink to `target` (absolute), atomically (temporary link + `os.replace`);
+    nothing is written when it already points there. The VOC-layout views of dataset=coco14 and
+    dataset=folder are made of these, so no image is copied."""
+    link, target = Path(link), Path(target).resolve()
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    tmp = link.with_name(f"{link.name}.{_HOST}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def save_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
     pil = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB")
     atomic_write_with(path, lambda buf: pil.save(buf, format="JPEG", quality=quality))

@@ -18,7 +18,7 @@ from recam.errors import RecamInputError
 
 Rule = Callable[[Any], str | None]   # None = allowed, else what is allowed
 
-DATASETS = ("voc12", "synthetic")
+DATASETS = ("voc12", "synthetic", "coco14", "folder")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SEG_ARCHS = tuple(f"deeplabv2_{r}" for r in RESNETS) + ("deeplabv3_resnet50", "deeplabv3_resnet101")
 START_METHODS = ("spawn", "forkserver", "fork")
@@ -102,6 +102,24 @@ def _pretrained(*names: str, paths: bool) -> Rule:
     return rule
 
 
+def _existing_file(paths: bool) -> Rule:
+    return lambda v: None if not paths or Path(v).is_file() else "the path of an existing file (no such file)"
+
+
+def _seg_pretrained(paths: bool) -> Rule:
+    """seg.pretrained: imagenet | none | cam | a state_dict path | advcam:<path> (the caffe-layout file)."""
+    plain = _pretrained("imagenet", "none", "cam", paths=paths)
+
+    def rule(v: Any) -> str | None:
+        if isinstance(v, str) and v.startswith("advcam:"):
+            if paths and not Path(v[len("advcam:"):]).is_file():
+                return ("advcam:<path> of an existing file - download AdvCAM's ImageNet ResNet-101 DeepLab-v1 "
+                        "init (deeplabv1_resnet101-imagenet.pth) and give its path")
+            return None
+        return plain(v)
+    return rule
+
+
 def _seed_methods() -> tuple[str, ...]:
     from recam.cams.methods import CAM_METHODS   # the CAM family's table, in plain sight there
     return ("cam", "recam", *(m for m in CAM_METHODS if m != "cam"))
@@ -125,7 +143,15 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
                     "train_list": _name, "val_list": _name,
                     "mean": _list_of(_number(0, 1), length=3), "std": _list_of(_number(0, open_low=True), length=3),
                     "max_images": _optional(POSITIVE_INT), "check_images": _choice("decode", "header", "none"),
-                    "bad_images": _choice("fail", "skip"), "unknown_classes": _choice("fail", "ignore")},
+                    "bad_images": _choice("fail", "skip"), "unknown_classes": _choice("fail", "ignore"),
+                    "protocol": _choice("recam", "coco2voc")},
+        "dataset.coco": {"root": lambda v: None if v else "the COCO 2014 folder",
+                         "splits": _list_of(_choice("train2014", "val2014"), unique=True), "workers": NONNEG_INT,
+                         "reference_labels": _optional(_existing_file(paths))},
+        "dataset.folder": {"root": lambda v: None if v else "your dataset folder", "images": _name, "labels": _name,
+                           "class_names": _name, "masks": _optional(_name), "splits": _optional(_name),
+                           "val_fraction": lambda v: None if isinstance(v, (int, float)) and 0 < v < 1
+                           else "a number in (0, 1)", "split_seed": NONNEG_INT},
         "dataset.synthetic": {"seed": NONNEG_INT, "n_train": POSITIVE_INT, "n_val": POSITIVE_INT,
                               "n_extra": NONNEG_INT, "min_size": _int_at_least(32), "max_size": _int_at_least(32)},
         "model": {"arch": _choice(*RESNETS), "pretrained": _pretrained("imagenet", "none", paths=paths),
@@ -156,14 +182,15 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
         "eval_masks": {"method": _choice(*MASK_METHODS), "split": _name, "sweep": _sweep},
         "seg": {"labels": _choice("pseudo", "gt"), "masks": _choice(*MASK_METHODS), "split": _name, "gt_split": _name,
                 "gt_folder": _name, "arch": _choice(*SEG_ARCHS),
-                "pretrained": _pretrained("imagenet", "none", "cam", paths=paths), "output_stride": _choice(8, 16),
-                "msc_scales": _list_of(POSITIVE, nonempty=False, unique=True), "iterations": POSITIVE_INT,
+                "pretrained": _seg_pretrained(paths), "output_stride": _choice(8, 16),
+                "loss": _choice("ce", "balanced"), "msc_scales": _list_of(POSITIVE, nonempty=False, unique=True), "iterations": POSITIVE_INT,
                 "batch_size": POSITIVE_INT, "iter_size": POSITIVE_INT, "crop_size": POSITIVE_INT,
                 "scales": _list_of(POSITIVE), "lr": POSITIVE, "momentum": MOMENTUM, "weight_decay": NONNEG,
                 "head_lr_mult": POSITIVE, "head_bias_lr_mult": POSITIVE, "poly_power": NONNEG,
                 "lr_decay_every": POSITIVE_INT, "checkpoint_every": POSITIVE_INT, "log_every": POSITIVE_INT,
                 "grad_clip": _optional(POSITIVE)},
-        "eval_seg": {"labels": _choice("pseudo", "gt"), "split": _optional(_name), "scales": _list_of(POSITIVE, unique=True)},
+        "eval_seg": {"labels": _choice("pseudo", "gt"), "split": _optional(_name), "scales": _list_of(POSITIVE, unique=True),
+                     "crf_image": _choice("clean", "reference")},
         "visualize": {"split": _name, "num_images": POSITIVE_INT, "methods": _list_of(_choice(*seed_methods), unique=True),
                       "feature_channels": POSITIVE_INT, "top_k": _optional(POSITIVE_INT), "overlay_alpha": FRACTION,
                       "display_scale": POSITIVE_INT},
@@ -211,6 +238,12 @@ def validate(cfg: Config, *, paths: bool = True) -> list[str]:
     if ir.bg_threshold >= ir.fg_threshold:
         raise RecamInputError(f"recam: ir_labels.bg_threshold={ir.bg_threshold} is not below ir_labels.fg_threshold="
                               f"{ir.fg_threshold} - the unsure band needs bg_threshold < fg_threshold")
+    if paths and cfg.dataset.name == "coco14" and not Path(cfg.dataset.coco.root).is_dir():
+        raise RecamInputError(f"recam: dataset.coco.root={cfg.dataset.coco.root} does not exist - download MS COCO 2014 "
+                              "(train2014/, val2014/, annotations/instances_{train,val}2014.json) and give its folder")
+    if paths and cfg.dataset.name == "folder" and not Path(cfg.dataset.folder.root).is_dir():
+        raise RecamInputError(f"recam: dataset.folder.root={cfg.dataset.folder.root} does not exist - give the folder "
+                              "holding your images/, labels.csv and class_names.txt")
     if paths and cfg.dataset.name == "voc12" and not Path(cfg.dataset.root).is_dir():
         raise RecamInputError(f"recam: dataset.root={cfg.dataset.root} does not exist - download VOC 2012 "
                               "(VOCtrainval_11-May-2012.tar) and give its VOC2012 folder, or run with dataset=synthetic")
