@@ -83,6 +83,21 @@ def attention_map(class_maps: Tensor, label: Tensor, *, size: int = MASK_SIZE, a
     return min_max(upsample(picked[:, None], size, align_corners)[:, 0])
 
 
+def multi_class_attention_map(class_maps: Tensor, label: Tensor, *, size: int = MASK_SIZE,
+                              align_corners: bool = True) -> Tensor:
+    """Our extension for multi-label images (VOC-layout sets): the max over the image's classes
+    of norm(up(class_maps[b, k])). (B, K, h, w), (B, K) multi-hot -> (B, size, size); equals
+    `attention_map` on one-hot labels. An image without a class gets NaN (every pixel ignored)."""
+    rows = []
+    for b in range(class_maps.shape[0]):
+        present = torch.nonzero(label[b] > 0).flatten()
+        if present.numel() == 0:
+            rows.append(class_maps.new_full((size, size), float("nan")))
+            continue
+        rows.append(min_max(upsample(class_maps[b, present][None], size, align_corners)[0]).amax(dim=0))
+    return torch.stack(rows)
+
+
 def spg_targets(atten_map: Tensor, side3: Tensor, side4: Tensor, *, size: int = MASK_SIZE,
                 align_corners: bool = True, carry_threshold: bool = True) -> dict[str, Tensor]:
     """The three guidance targets of `get_loss` (spec §4 table), all (B, size, size) uint8.
@@ -106,13 +121,20 @@ def spg_loss(outputs: dict[str, Tensor], label: Tensor, *, size: int = MASK_SIZE
     """L = CE(logits, gt) + bce(up(side4), M_A) + bce(up(side3), M_B) + bce(up(out_seg), M_C), spec §5.
 
     outputs: {"logits": (B, K), "class_maps": (B, K, h, w), "side3", "side4", "out_seg": (B, 1, h, w)}
-    (what `SPGNet.forward` returns); label: (B,) int 0-based classes.
+    (what `SPGNet.forward` returns); label: (B,) int 0-based classes (the reference), or (B, K)
+    multi-hot (our extension for VOC-layout sets: CE against the uniform distribution over the
+    image's classes, attention = max over them; identical to the reference on one-hot rows).
     weights: (CE, B2, B1, C), all 1 in the reference. A term whose pixels are all ignored is
     skipped (reported as 0). Returns {"loss", "cls", "side4", "side3", "back"} scalars plus the
     targets under "target_side4/side3/out_seg".
     """
-    label = label.long()
-    atten = attention_map(outputs["class_maps"].detach(), label, size=size, align_corners=align_corners)
+    if label.dim() == 2:
+        label = label.float()
+        atten = multi_class_attention_map(outputs["class_maps"].detach(), label, size=size, align_corners=align_corners)
+        label = label / label.sum(dim=1, keepdim=True).clamp(min=1)   # soft target of F.cross_entropy
+    else:
+        label = label.long()
+        atten = attention_map(outputs["class_maps"].detach(), label, size=size, align_corners=align_corners)
     targets = spg_targets(atten, outputs["side3"], outputs["side4"], size=size, align_corners=align_corners,
                           carry_threshold=carry_threshold)
     parts = {"cls": F.cross_entropy(outputs["logits"], label)}
