@@ -63,7 +63,7 @@ class SyntheticParams:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING            # voc12 | synthetic
+    name: str = MISSING            # voc12 | synthetic | cub
     root: str = MISSING            # the VOC2012 folder: JPEGImages/ Annotations/ ImageSets/ SegmentationClass/
     sbd_root: Optional[str] = None  # SBD's dataset/ folder (cls/, train.txt, val.txt), for train_aug
     train_list: str = "train_aug"  # classifier training list
@@ -75,6 +75,9 @@ class DatasetConfig:
     check_images: str = "decode"   # prepare reads every image: decode (full) | header | none
     bad_images: str = "fail"       # an unreadable/corrupt image: fail (one line naming it) | skip (left out of every list, reported)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    # dataset=cub: the CUB_200_2011 folder (images/, images.txt, ...); `prepare` builds a VOC-layout view at root
+    cub_root: Optional[str] = None
+    spg_list_dir: Optional[str] = None  # dataset=cub: SPG's datalist/CUB (train_list.txt, test_list.txt); None = CUB's own split
 
 
 @dataclass
