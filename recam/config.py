@@ -339,6 +339,17 @@ class EvalLocStage:
 
 
 @dataclass
+class WsolStage:
+    """`make wsol`: CAM, ReCAM, SPG and the CAM family as localizers, one table (recam/stages/wsol.py)."""
+    family: list[str] = field(default_factory=lambda: ["gradcam", "gradcampp", "xgradcam", "layercam"])  # CAM-family methods (seeds.METHODS)
+    split: str = "train"           # the family's seeds, mIoU and boxes on this split ...
+    max_images: Optional[int] = 32  # ... its first N images (>= 1; None = all)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # family export scales (each > 0)
+    top_k: Optional[int] = 32      # scorecam/sscam/ablationcam channels (>= 1; None = all)
+    n_samples: Optional[int] = 2   # smoothgradcampp/sscam noisy samples (>= 1)
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -361,6 +372,7 @@ class Config:
     cam_methods: CamMethodsStage = field(default_factory=CamMethodsStage)
     spg: SpgStage = field(default_factory=SpgStage)
     eval_loc: EvalLocStage = field(default_factory=EvalLocStage)
+    wsol: WsolStage = field(default_factory=WsolStage)
 
 
 def register_configs() -> None:

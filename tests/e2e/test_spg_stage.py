@@ -48,3 +48,39 @@ def test_spg_train_export_eval_loc(tmp_path):
     assert 0 <= res["top1_loc"] <= res["top5_loc"] <= res["gt_known_loc"] <= 1
     summary = read_json(rundir.summary_path)["eval_loc/spg"]
     assert summary["gt_known_loc"] == res["gt_known_loc"] and "maxboxacc_v2" in summary
+
+
+def test_plan_scores_cam_and_recam_boxes(tiny_all):
+    cfg, _ = tiny_all
+    rundir = RunDir(cfg.run)
+    summary = read_json(rundir.summary_path)
+    for method in ("cam", "recam"):
+        entry = summary[f"eval_loc/{method}"]
+        assert 0 <= entry["gt_known_loc"] <= 1 and 0 <= entry["maxboxacc_v2"] <= 1
+        assert "top1_loc" not in entry          # CAM / ReCAM seeds hold no class scores
+    assert "## Localization" in (rundir.root / "report.md").read_text()
+
+
+def test_wsol_table(tiny_all, tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    import pytest
+
+    from recam.errors import RecamInputError
+
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    base = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "dataset=synthetic",
+            "debug=tiny", "stage=wsol", "wsol.family=[gradcam]", "wsol.max_images=2"]
+    res = run_stage(compose_config(base))
+    assert list(res["methods"]) == ["cam", "recam", "spg", "gradcam"]
+    assert res["methods"]["spg"]["top1_loc"] is not None and res["methods"]["cam"]["top1_loc"] is None
+    assert res["methods"]["gradcam"]["images"] == 2 and res["methods"]["gradcam"]["subset"]
+    # the numbers are those of the eval stages' results
+    copy = RunDir(compose_config(base).run)
+    assert res["methods"]["cam"]["gt_known_loc"] == read_json(copy.stage_dir("eval_loc", "cam") / "results.json")["gt_known_loc"]
+    assert "| SPG |" in capsys.readouterr().out
+    assert run_stage(compose_config(base))["methods"] == res["methods"]      # done: skipped
+    with pytest.raises(RecamInputError, match="wsol.family"):
+        run_stage(compose_config([*base, "wsol.family=[spg]"]))
