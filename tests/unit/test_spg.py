@@ -167,3 +167,14 @@ def test_cub_reader_and_voc_layout(tmp_path):
     (cub_root / "bounding_boxes.txt").unlink()
     with pytest.raises(RecamInputError, match="bounding_boxes.txt"):
         read_cub(cub_root)
+
+
+def test_draw_box_outline():
+    from recam.viz.overlays import draw_box
+
+    image = np.zeros((6, 8, 3), dtype=np.uint8)
+    drawn = draw_box(image, np.array([1, 2, 5, 4]), (255, 0, 0))
+    red = drawn[..., 0] == 255
+    assert red[2, 1:6].all() and red[4, 1:6].all() and red[2:5, 1].all() and red[2:5, 5].all()
+    assert not red[3, 2:5].any() and red.sum() == 12 and not image.any()
+    assert draw_box(image, np.array([-3, -3, 20, 20]), (0, 255, 0))[..., 1].sum() == 255 * 24
