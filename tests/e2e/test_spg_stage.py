@@ -84,3 +84,48 @@ def test_wsol_table(tiny_all, tmp_path, capsys):
     assert run_stage(compose_config(base))["methods"] == res["methods"]      # done: skipped
     with pytest.raises(RecamInputError, match="wsol.family"):
         run_stage(compose_config([*base, "wsol.family=[spg]"]))
+
+
+def test_eval_loc_cam_dt_box_protocol(tiny_all, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    from recam.eval.localization import dt_box, saved_heatmap
+
+    cfg, _ = tiny_all
+    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    base = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "dataset=synthetic",
+            "debug=tiny", "stage=eval_loc", "eval_loc.method=cam", "eval_loc.protocol=cam_dt_box",
+            "eval_loc.dt_box_thresholds=[20,100,110]"]
+    res = run_stage(compose_config(base))
+    rundir = RunDir(compose_config(base).run)
+    simple = read_json(RunDir(cfg.run).stage_dir("eval_loc", "cam") / "results.json")
+    assert res["simple_gt_known_loc"] == simple["gt_known_loc"] and res["threshold"] is None
+    names = (rundir.stage_dir("prepare") / "class_names.txt").read_text().split()
+    correct = pairs = 0
+    for image_id in (rundir.stage_dir("prepare") / "train.txt").read_text().split():
+        seed = load_npz(rundir.stage_dir("seeds", "cam") / f"{image_id}.npz")
+        boxes = voc_boxes(cfg.dataset.root, image_id, names)
+        for j, k in enumerate(seed["keys"].tolist()):
+            if k in boxes:
+                box = dt_box(saved_heatmap(seed["high_res"][j].astype(np.float32)), [20, 100, 110])
+                correct += best_iou(box, boxes[k]) >= 0.5
+                pairs += 1
+    assert res["pairs"] == pairs and abs(res["gt_known_loc"] - correct / pairs) < 1e-12
+
+
+def test_prepare_cub_dataset(tmp_path):
+    import pytest
+
+    from recam.errors import RecamInputError
+    from tests.unit.test_spg import fake_cub
+
+    classes = fake_cub(tmp_path / "CUB_200_2011")
+    base = [f"run.root={tmp_path / 'outputs'}", "run.name=cub", "dataset=cub", "debug=tiny", "stage=prepare",
+            f"dataset.root={tmp_path / 'layout'}"]
+    stats = run_stage(compose_config([*base, f"dataset.cub_root={tmp_path / 'CUB_200_2011'}"]))
+    assert stats["splits"]["train"]["images"] == 2 and stats["splits"]["val"]["images"] == 2
+    rundir = RunDir(compose_config(base).run)
+    assert (rundir.stage_dir("prepare") / "class_names.txt").read_text().split() == classes
+    with pytest.raises(RecamInputError, match="images.txt"):
+        run_stage(compose_config([*base, "run.name=cub2", f"dataset.cub_root={tmp_path / 'nowhere'}"]))
