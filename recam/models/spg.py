@@ -253,11 +253,12 @@ def param_groups(named: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight
     are never used. Another value (the paper: 10) puts NEW_LAYERS in groups 2-3 at m and 2 m x lr.
     A parameter is a "weight" when its name contains `weight` (BN gamma included), else a bias.
     """
-    if new_layer_lr_mult == 1.0:
-        is_new, mults = (lambda name: "cls" in name), (1.0, 2.0, 10.0, 20.0)
-    else:
-        is_new = lambda name: name.removeprefix("module.").split(".")[0] in NEW_LAYERS  # noqa: E731
-        mults = (1.0, 2.0, new_layer_lr_mult, 2.0 * new_layer_lr_mult)
+    reference = new_layer_lr_mult == 1.0
+    mults = (1.0, 2.0, 10.0, 20.0) if reference else (1.0, 2.0, new_layer_lr_mult, 2.0 * new_layer_lr_mult)
+
+    def is_new(name: str) -> bool:
+        return "cls" in name if reference else name.removeprefix("module.").split(".")[0] in NEW_LAYERS
+
     groups: list[list[nn.Parameter]] = [[], [], [], []]
     for name, param in named:
         if param.requires_grad:
