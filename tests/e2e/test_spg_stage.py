@@ -48,6 +48,11 @@ def test_spg_train_export_eval_loc(tmp_path):
     assert 0 <= res["top1_loc"] <= res["top5_loc"] <= res["gt_known_loc"] <= 1
     summary = read_json(rundir.summary_path)["eval_loc/spg"]
     assert summary["gt_known_loc"] == res["gt_known_loc"] and "maxboxacc_v2" in summary
+    # the seed format is the CAM seeds': the mIoU and IR-label stages read SPG seeds unchanged
+    scored = run_stage(compose_config([*base, "stage=eval_seeds", "eval_seeds.method=spg", "eval_seeds.split=train"]))
+    assert 0 <= scored["miou"] <= 1
+    run_stage(compose_config([*base, "stage=ir_labels", "ir_labels.seeds=spg", "ir_labels.split=train"]))
+    assert len(list(rundir.stage_dir("ir_labels").glob("*.png"))) == len(ids)
 
 
 def test_plan_scores_cam_and_recam_boxes(tiny_all):
