@@ -8,6 +8,7 @@ and the prepared lists: train (the official train split, or the SPG list's lines
 split), train_aug = train (the classifier stages' default list). Ids are the image file stems,
 unique in CUB. CUB has no segmentation masks: seed / mask mIoU stages do not apply.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,7 +30,7 @@ def _annotation(image_id: str, class_name: str, box: np.ndarray) -> str:
     obj = ET.SubElement(root, "object")
     ET.SubElement(obj, "name").text = class_name
     bndbox = ET.SubElement(obj, "bndbox")
-    for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (box + 1).tolist()):   # VOC: 1-based inclusive
+    for tag, value in zip(("xmin", "ymin", "xmax", "ymax"), (box + 1).tolist()):  # VOC: 1-based inclusive
         ET.SubElement(bndbox, tag).text = str(value)
     return ET.tostring(root, encoding="unicode")
 
@@ -40,8 +41,10 @@ def spg_list_split(list_path: Path, cub: dict) -> list[str]:
     ids = []
     for name, label in read_image_list(list_path):
         if name not in by_path:
-            raise RecamInputError(f"recam: {list_path} names {name}, which is not in the CUB images.txt - "
-                                  "use the SPG list of this CUB copy")
+            raise RecamInputError(
+                f"recam: {list_path} names {name}, which is not in the CUB images.txt - "
+                "use the SPG list of this CUB copy"
+            )
         image = by_path[name]
         if cub["labels"][image] != label:
             raise RecamInputError(f"recam: {list_path} gives {name} label {label}, CUB says {cub['labels'][image]}")
@@ -49,8 +52,13 @@ def spg_list_split(list_path: Path, cub: dict) -> list[str]:
     return ids
 
 
-def prepare_cub(cub_root: str | os.PathLike, root: str | os.PathLike, out_dir: str | os.PathLike, *,
-                list_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def prepare_cub(
+    cub_root: str | os.PathLike,
+    root: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    *,
+    list_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Build the VOC-layout view of CUB at `root` and write the prepared files to `out_dir`.
     list_dir: a folder with SPG's train_list.txt / test_list.txt (spec §2.1) to take the splits
     from; None = CUB's train_test_split.txt (the same 5,994 / 5,794 split)."""
@@ -68,8 +76,10 @@ def prepare_cub(cub_root: str | os.PathLike, root: str | os.PathLike, out_dir: s
         link = root / "JPEGImages" / f"{stems[image]}.jpg"
         if not link.exists():
             link.symlink_to(source)
-        write_text(root / "Annotations" / f"{stems[image]}.xml",
-                   _annotation(stems[image], cub["class_names"][cub["labels"][image]], cub["boxes"][image][0]))
+        write_text(
+            root / "Annotations" / f"{stems[image]}.xml",
+            _annotation(stems[image], cub["class_names"][cub["labels"][image]], cub["boxes"][image][0]),
+        )
     write_text(root / "class_names.txt", "".join(f"{name}\n" for name in cub["class_names"]))
     if list_dir is not None:
         train = spg_list_split(Path(list_dir) / "train_list.txt", cub)

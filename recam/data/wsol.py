@@ -5,6 +5,7 @@ spg-spec.md §2. Boxes are (G, 4) int64 `[x0, y0, x1, y1]`, inclusive 0-based pi
 * CUB `bounding_boxes.txt` holds `id x y w h` floats: `[round(x), round(y), round(x + w) - 1,
   round(y + h) - 1]` (spec §7.5 leaves the convention to us; this one keeps the width w).
 """
+
 from __future__ import annotations
 
 import math
@@ -23,6 +24,7 @@ from recam.io import load_rgb
 
 
 # ------------------------------------------------------------------ list files (spec §2.1)
+
 
 def parse_list_line(line: str) -> tuple[str, float]:
     """One line of an SPG list: `image;label` (CUB) or `image label` (ILSVRC; `.jpg` is appended
@@ -44,13 +46,18 @@ def read_image_list(path: str | Path) -> list[tuple[str, int]]:
     """All (image name, 0-based class) pairs of an SPG list file; blank lines skipped."""
     path = Path(path)
     if not path.is_file():
-        raise RecamInputError(f"recam: SPG list {path} does not exist - give the datalist file (e.g. "
-                              "datalist/CUB/train_list.txt of the SPG repository)")
-    return [(name, int(label)) for name, label in
-            (parse_list_line(line) for line in path.read_text().splitlines() if line.strip())]
+        raise RecamInputError(
+            f"recam: SPG list {path} does not exist - give the datalist file (e.g. "
+            "datalist/CUB/train_list.txt of the SPG repository)"
+        )
+    return [
+        (name, int(label))
+        for name, label in (parse_list_line(line) for line in path.read_text().splitlines() if line.strip())
+    ]
 
 
 # ------------------------------------------------------------------ transforms (spec §2.3)
+
 
 def py2_round(x: float) -> int:
     """Python 2's round: half away from zero (CenterCrop's offsets; spec §10 quirk 21)."""
@@ -84,13 +91,16 @@ def to_normalized_tensor(image: np.ndarray, mean: Sequence[float], std: Sequence
 def crop_array(image: Image.Image, i: int, j: int, crop: int) -> np.ndarray:
     array = np.asarray(image)
     if array.shape[0] < i + crop or array.shape[1] < j + crop or i < 0 or j < 0:
-        raise RecamInputError(f"recam: an image of {array.shape[1]}x{array.shape[0]} is smaller than the "
-                              f"crop {crop} - lower spg.crop_size or raise spg.resize_short")
-    return array[i:i + crop, j:j + crop]
+        raise RecamInputError(
+            f"recam: an image of {array.shape[1]}x{array.shape[0]} is smaller than the "
+            f"crop {crop} - lower spg.crop_size or raise spg.resize_short"
+        )
+    return array[i : i + crop, j : j + crop]
 
 
-def spg_test_transform(image: Image.Image, resize: int, crop: int, mean: Sequence[float],
-                       std: Sequence[float]) -> torch.Tensor:
+def spg_test_transform(
+    image: Image.Image, resize: int, crop: int, mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """Resize(S) -> CenterCrop(C) -> ToTensor -> Normalize; S = 0 or C = 0: the full image."""
     if resize == 0 or crop == 0:
         return to_normalized_tensor(np.asarray(image), mean, std)
@@ -99,9 +109,16 @@ def spg_test_transform(image: Image.Image, resize: int, crop: int, mean: Sequenc
     return to_normalized_tensor(crop_array(image, i, j, crop), mean, std)
 
 
-def spg_train_transform(image: Image.Image, resize: int, crop: int, mean: Sequence[float], std: Sequence[float],
-                        offsets: tuple[int, int] | None = None, flip: bool | None = None,
-                        rng: np.random.Generator | None = None) -> torch.Tensor:
+def spg_train_transform(
+    image: Image.Image,
+    resize: int,
+    crop: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    offsets: tuple[int, int] | None = None,
+    flip: bool | None = None,
+    rng: np.random.Generator | None = None,
+) -> torch.Tensor:
     """Resize(S) -> RandomCrop(C) (i, j uniform in [0, h - C], [0, w - C], ends included) ->
     horizontal flip with p 0.5 -> ToTensor -> Normalize. `offsets`/`flip` apply recorded draws;
     otherwise they come from `rng` (our per-sample generator, not Python's `random`)."""
@@ -125,8 +142,19 @@ class SPGDataset(Dataset):
     np.random.default_rng([seed, epoch, index]), so they do not depend on the worker count.
     """
 
-    def __init__(self, paths: Sequence[Path], ids: Sequence[str], labels: np.ndarray, *, train: bool, resize: int,
-                 crop: int, mean: Sequence[float], std: Sequence[float], seed: int = 0) -> None:
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        ids: Sequence[str],
+        labels: np.ndarray,
+        *,
+        train: bool,
+        resize: int,
+        crop: int,
+        mean: Sequence[float],
+        std: Sequence[float],
+        seed: int = 0,
+    ) -> None:
         self.paths, self.ids, self.labels = list(paths), list(ids), np.asarray(labels, dtype=np.float32)
         self.train, self.resize, self.crop = train, resize, crop
         self.mean, self.std, self.seed, self.epoch = tuple(mean), tuple(std), seed, 0
@@ -149,13 +177,16 @@ class SPGDataset(Dataset):
 
 # ------------------------------------------------------------------ GT boxes
 
+
 def boxes_from_xml(xml_path: str | Path, class_names: Sequence[str]) -> dict[int, np.ndarray]:
     """GT boxes per 0-based class of one VOC / ILSVRC-devkit annotation: {class: (G, 4) int64},
     inclusive 0-based (the files' 1-based corners minus 1). Unknown object names are skipped."""
     xml_path = Path(xml_path)
     if not xml_path.is_file():
-        raise RecamInputError(f"recam: annotation {xml_path} does not exist - the box evaluation needs the "
-                              "dataset's XML boxes (VOC Annotations/ or ILSVRC's val bounding-box XMLs)")
+        raise RecamInputError(
+            f"recam: annotation {xml_path} does not exist - the box evaluation needs the "
+            "dataset's XML boxes (VOC Annotations/ or ILSVRC's val bounding-box XMLs)"
+        )
     try:
         root = ET.parse(xml_path).getroot()
     except ET.ParseError as err:
@@ -208,8 +239,10 @@ def read_cub(root: str | Path) -> dict:
     files = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "bounding_boxes.txt", "classes.txt")
     for name in files:
         if not (root / name).is_file():
-            raise RecamInputError(f"recam: dataset.root={root} has no {name} - unpack CUB_200_2011.tgz there "
-                                  "(it holds images/ and the .txt files)")
+            raise RecamInputError(
+                f"recam: dataset.root={root} has no {name} - unpack CUB_200_2011.tgz there "
+                "(it holds images/ and the .txt files)"
+            )
     if not (root / "images").is_dir():
         raise RecamInputError(f"recam: dataset.root={root} has no images/ folder - unpack CUB_200_2011.tgz there")
 
@@ -221,8 +254,14 @@ def read_cub(root: str | Path) -> dict:
     split = {row[0]: row[1] == "1" for row in table("train_test_split.txt")}
     boxes = {row[0]: cub_box(*map(float, row[1:5]))[None] for row in table("bounding_boxes.txt")}
     class_names = [row[1] for row in table("classes.txt")]
-    return {"class_names": class_names, "images": images, "labels": labels, "boxes": boxes,
-            "train": [i for i in images if split.get(i)], "test": [i for i in images if not split.get(i, True)]}
+    return {
+        "class_names": class_names,
+        "images": images,
+        "labels": labels,
+        "boxes": boxes,
+        "train": [i for i in images if split.get(i)],
+        "test": [i for i in images if not split.get(i, True)],
+    }
 
 
 def cub_list_lines(cub: dict, split: str) -> list[str]:

@@ -13,6 +13,7 @@ Numpy arrays in and out. Boxes are `[x0, y0, x1, y1]` with inclusive integer pix
 Right") is the mean over IoU thresholds (0.3, 0.5, 0.7) of the best box accuracy over the map
 thresholds, where an image counts when *any* component's box reaches the IoU with any GT box.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-EIGHT = np.ones((3, 3), dtype=bool)   # 8-connectivity structure for ndimage.label
+EIGHT = np.ones((3, 3), dtype=bool)  # 8-connectivity structure for ndimage.label
 MAXBOXACC_IOUS = (0.3, 0.5, 0.7)
 
 
@@ -35,7 +36,9 @@ def devkit_iou(box: np.ndarray, gt_boxes: np.ndarray) -> np.ndarray:
     iw = np.minimum(box[2], gt[:, 2]) - np.maximum(box[0], gt[:, 0]) + 1
     ih = np.minimum(box[3], gt[:, 3]) - np.maximum(box[1], gt[:, 1]) + 1
     inter = iw * ih
-    union = (box[2] - box[0] + 1) * (box[3] - box[1] + 1) + (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1) - inter
+    union = (
+        (box[2] - box[0] + 1) * (box[3] - box[1] + 1) + (gt[:, 2] - gt[:, 0] + 1) * (gt[:, 3] - gt[:, 1] + 1) - inter
+    )
     return np.where((iw > 0) & (ih > 0), inter / np.where(union > 0, union, 1), 0.0)
 
 
@@ -98,8 +101,9 @@ def classification_accuracy(scores: np.ndarray, gt_class: np.ndarray, ks: Sequen
     return {k: 100.0 * float((top[:, :k] == gt).any(axis=1).mean()) for k in ks}
 
 
-def localization_flags(gt_best_iou: np.ndarray, gt_class: np.ndarray, top5: np.ndarray | None,
-                       iou_threshold: float = 0.5) -> dict[str, np.ndarray]:
+def localization_flags(
+    gt_best_iou: np.ndarray, gt_class: np.ndarray, top5: np.ndarray | None, iou_threshold: float = 0.5
+) -> dict[str, np.ndarray]:
     """Per image: GT-known (best IoU of the GT-class box >= 0.5), top-1 loc (and top5[0] == gt),
     top-5 loc (and gt in top5), spec §7.2. top5 None -> only "gt_known"."""
     known = np.asarray(gt_best_iou) >= iou_threshold
@@ -151,6 +155,7 @@ def saved_heatmap(resized: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------- cam_dt_box (spec §7.3)
 
+
 def dt_erode(binary: np.ndarray) -> np.ndarray:
     """dt_box's erosion: the exact Euclidean distance of each foreground pixel to the nearest
     background pixel (the border is not background), kept where floor(d * 255 / max d + 0.5) > 10.
@@ -189,7 +194,7 @@ def dt_box_rects(heatmap: np.ndarray, thresholds: Sequence[int]) -> tuple[np.nda
         boxes, _ = component_boxes(e)
         for x0, y0, x1, y1 in boxes.tolist():
             rects.append(_clip_rect(x0, y0, x1 - x0 + 1, y1 - y0 + 1, height, width))
-    rects.sort(key=lambda r: -(r[2] * r[3]))   # list.sort is stable
+    rects.sort(key=lambda r: -(r[2] * r[3]))  # list.sort is stable
     i = 0
     while i < len(rects):
         j = i + 1
@@ -213,6 +218,7 @@ def dt_box(heatmap: np.ndarray, thresholds: Sequence[int] = (20, 100, 110)) -> n
 
 
 # ---------------------------------------------------------------- accumulation over a split
+
 
 class LocSweep:
     """Localization accuracy over a sweep of map thresholds, accumulated one (image, class) at a time.
@@ -256,12 +262,16 @@ class LocSweep:
         n = max(self.count, 1)
         gt_known = self.gt_known / n
         best = int(np.argmax(gt_known))
-        box_acc = self.any_box / n                          # (T, deltas)
-        out = {"pairs": self.count, "thresholds": self.thresholds.tolist(),
-               "gt_known_loc_curve": gt_known.tolist(), "gt_known_loc": float(gt_known[best]),
-               "best_threshold": float(self.thresholds[best]),
-               "maxboxacc_v2": float(box_acc.max(axis=0).mean()),
-               "maxboxacc_by_iou": {f"{d:.1f}": float(v) for d, v in zip(MAXBOXACC_IOUS, box_acc.max(axis=0))}}
+        box_acc = self.any_box / n  # (T, deltas)
+        out = {
+            "pairs": self.count,
+            "thresholds": self.thresholds.tolist(),
+            "gt_known_loc_curve": gt_known.tolist(),
+            "gt_known_loc": float(gt_known[best]),
+            "best_threshold": float(self.thresholds[best]),
+            "maxboxacc_v2": float(box_acc.max(axis=0).mean()),
+            "maxboxacc_by_iou": {f"{d:.1f}": float(v) for d, v in zip(MAXBOXACC_IOUS, box_acc.max(axis=0))},
+        }
         if self.ranked == self.count and self.count > 0:
             out["top1_loc"] = float(self.top1[best] / n)
             out["top5_loc"] = float(self.top5[best] / n)

@@ -4,6 +4,7 @@ Tensors in, tensors out; no device choice, no files. Mask values: 1 foreground, 
 255 ignore (`IGNORE`). All masks are built at `size` x `size` (224 in the reference, whatever the
 input size: spec §10 quirk 3).
 """
+
 from __future__ import annotations
 
 import torch
@@ -12,17 +13,24 @@ from torch import Tensor
 
 IGNORE = 255
 MASK_SIZE = 224
-MIN_FG_PIXELS = 30      # mark_obj: fewer foreground pixels than this -> fallback threshold
-FALLBACK_RATIO = 0.7    # mark_obj: the fallback threshold is 0.7 * max of the map
+MIN_FG_PIXELS = 30  # mark_obj: fewer foreground pixels than this -> fallback threshold
+FALLBACK_RATIO = 0.7  # mark_obj: the fallback threshold is 0.7 * max of the map
 
 # (delta_high, delta_low) of the code, which trained the released models (spec §4 "Paper versus code").
 TARGET_B2 = (0.7, 0.05)  # from the attention map, supervises SPG-B2 (side4)
 TARGET_B1 = (0.5, 0.05)  # from sigma(side4), supervises SPG-B1 (side3)
-TARGET_C = (0.7, 0.1)    # from the fused (sigma(side3) + sigma(side4)) / 2, supervises SPG-C
+TARGET_C = (0.7, 0.1)  # from the fused (sigma(side3) + sigma(side4)) / 2, supervises SPG-C
 
 
-def guidance_mask(maps: Tensor, high: float, low: float, *, carry_threshold: bool = True,
-                  min_pixels: int = MIN_FG_PIXELS, fallback: float = FALLBACK_RATIO) -> Tensor:
+def guidance_mask(
+    maps: Tensor,
+    high: float,
+    low: float,
+    *,
+    carry_threshold: bool = True,
+    min_pixels: int = MIN_FG_PIXELS,
+    fallback: float = FALLBACK_RATIO,
+) -> Tensor:
     """The reference `get_mask` (`mark_obj` then `mark_bg`), spec §4.
 
     maps: (B, H, W) float heat maps (any range; the comparisons run in maps.dtype, the thresholds
@@ -83,8 +91,9 @@ def attention_map(class_maps: Tensor, label: Tensor, *, size: int = MASK_SIZE, a
     return min_max(upsample(picked[:, None], size, align_corners)[:, 0])
 
 
-def multi_class_attention_map(class_maps: Tensor, label: Tensor, *, size: int = MASK_SIZE,
-                              align_corners: bool = True) -> Tensor:
+def multi_class_attention_map(
+    class_maps: Tensor, label: Tensor, *, size: int = MASK_SIZE, align_corners: bool = True
+) -> Tensor:
     """Our extension for multi-label images (VOC-layout sets): the max over the image's classes
     of norm(up(class_maps[b, k])). (B, K, h, w), (B, K) multi-hot -> (B, size, size); equals
     `attention_map` on one-hot labels. An image without a class gets NaN (every pixel ignored)."""
@@ -98,8 +107,15 @@ def multi_class_attention_map(class_maps: Tensor, label: Tensor, *, size: int = 
     return torch.stack(rows)
 
 
-def spg_targets(atten_map: Tensor, side3: Tensor, side4: Tensor, *, size: int = MASK_SIZE,
-                align_corners: bool = True, carry_threshold: bool = True) -> dict[str, Tensor]:
+def spg_targets(
+    atten_map: Tensor,
+    side3: Tensor,
+    side4: Tensor,
+    *,
+    size: int = MASK_SIZE,
+    align_corners: bool = True,
+    carry_threshold: bool = True,
+) -> dict[str, Tensor]:
     """The three guidance targets of `get_loss` (spec §4 table), all (B, size, size) uint8.
 
     side4 (M_A) from the attention map at TARGET_B2; side3 (M_B) from sigma(up(side4)) at
@@ -110,14 +126,22 @@ def spg_targets(atten_map: Tensor, side3: Tensor, side4: Tensor, *, size: int = 
     up3 = upsample(side3, size, align_corners)[:, 0].detach()
     up4 = upsample(side4, size, align_corners)[:, 0].detach()
     sig3, sig4 = torch.sigmoid(up3), torch.sigmoid(up4)
-    return {"side4": guidance_mask(atten_map, *TARGET_B2, carry_threshold=carry_threshold),
-            "side3": guidance_mask(sig4, *TARGET_B1, carry_threshold=carry_threshold),
-            "out_seg": guidance_mask((sig3 + sig4) / 2, *TARGET_C, carry_threshold=carry_threshold)}
+    return {
+        "side4": guidance_mask(atten_map, *TARGET_B2, carry_threshold=carry_threshold),
+        "side3": guidance_mask(sig4, *TARGET_B1, carry_threshold=carry_threshold),
+        "out_seg": guidance_mask((sig3 + sig4) / 2, *TARGET_C, carry_threshold=carry_threshold),
+    }
 
 
-def spg_loss(outputs: dict[str, Tensor], label: Tensor, *, size: int = MASK_SIZE, align_corners: bool = True,
-             carry_threshold: bool = True, weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-             ) -> dict[str, Tensor]:
+def spg_loss(
+    outputs: dict[str, Tensor],
+    label: Tensor,
+    *,
+    size: int = MASK_SIZE,
+    align_corners: bool = True,
+    carry_threshold: bool = True,
+    weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+) -> dict[str, Tensor]:
     """L = CE(logits, gt) + bce(up(side4), M_A) + bce(up(side3), M_B) + bce(up(out_seg), M_C), spec §5.
 
     outputs: {"logits": (B, K), "class_maps": (B, K, h, w), "side3", "side4", "out_seg": (B, 1, h, w)}
@@ -131,19 +155,27 @@ def spg_loss(outputs: dict[str, Tensor], label: Tensor, *, size: int = MASK_SIZE
     if label.dim() == 2:
         label = label.float()
         atten = multi_class_attention_map(outputs["class_maps"].detach(), label, size=size, align_corners=align_corners)
-        label = label / label.sum(dim=1, keepdim=True).clamp(min=1)   # soft target of F.cross_entropy
+        label = label / label.sum(dim=1, keepdim=True).clamp(min=1)  # soft target of F.cross_entropy
     else:
         label = label.long()
         atten = attention_map(outputs["class_maps"].detach(), label, size=size, align_corners=align_corners)
-    targets = spg_targets(atten, outputs["side3"], outputs["side4"], size=size, align_corners=align_corners,
-                          carry_threshold=carry_threshold)
+    targets = spg_targets(
+        atten,
+        outputs["side3"],
+        outputs["side4"],
+        size=size,
+        align_corners=align_corners,
+        carry_threshold=carry_threshold,
+    )
     parts = {"cls": F.cross_entropy(outputs["logits"], label)}
     total = weights[0] * parts["cls"]
-    for name, key, weight in (("side4", "side4", weights[1]), ("side3", "side3", weights[2]),
-                              ("back", "out_seg", weights[3])):
+    for name, key, weight in (
+        ("side4", "side4", weights[1]),
+        ("side3", "side3", weights[2]),
+        ("back", "out_seg", weights[3]),
+    ):
         term = masked_bce(upsample(outputs[key], size, align_corners)[:, 0], targets[key])
         parts[name] = term if term is not None else total.new_zeros(())
         if term is not None:
             total = total + weight * term
-    return {"loss": total, **parts, "atten_map": atten,
-            **{f"target_{k}": v for k, v in targets.items()}}
+    return {"loss": total, **parts, "atten_map": atten, **{f"target_{k}": v for k, v in targets.items()}}

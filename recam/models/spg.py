@@ -16,6 +16,7 @@ The reference's three `F.dropout(x, 0.5)` calls were identities on PyTorch 0.3 (
 default `dropout=0.0` reproduces that; a positive value drops in training only (never at test,
 unlike the unchanged source on torch >= 1.0).
 """
+
 from __future__ import annotations
 
 import logging
@@ -65,20 +66,43 @@ class SPGNet(nn.Module):
     "side3", "side4", "out_seg": (B, 1, h', w') logit maps}; the sigmoids are in the loss.
     """
 
-    def _add_heads(self, *, b1_channels: int, b2_channels: int, top_channels: int, num_classes: int,
-                   head_channels: int = 1024, side_channels: int = 512, dropout: float = 0.0) -> None:
+    def _add_heads(
+        self,
+        *,
+        b1_channels: int,
+        b2_channels: int,
+        top_channels: int,
+        num_classes: int,
+        head_channels: int = 1024,
+        side_channels: int = 512,
+        dropout: float = 0.0,
+    ) -> None:
         """Register the heads after the backbone, so the state_dict order is the reference's
         (backbone, fc6, fc7_1, classier_1, branchB, side3, side4, side_all)."""
         self.dropout = dropout
-        self.fc6 = nn.Sequential(nn.Conv2d(top_channels, head_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True))
-        self.fc7_1 = nn.Sequential(nn.Conv2d(head_channels, head_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True))
+        self.fc6 = nn.Sequential(
+            nn.Conv2d(top_channels, head_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.fc7_1 = nn.Sequential(
+            nn.Conv2d(head_channels, head_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)
+        )
         self.classier_1 = nn.Conv2d(head_channels, num_classes, kernel_size=1)
-        self.branchB = nn.Sequential(nn.Conv2d(head_channels, side_channels, kernel_size=3, padding=1),
-                                     nn.ReLU(inplace=True), nn.Conv2d(side_channels, 1, kernel_size=1))
-        self.side3 = nn.Sequential(nn.Conv2d(b1_channels, side_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True))
-        self.side4 = nn.Sequential(nn.Conv2d(b2_channels, side_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True))
-        self.side_all = nn.Sequential(nn.Conv2d(side_channels, side_channels, kernel_size=3, padding=1),
-                                      nn.ReLU(inplace=True), nn.Conv2d(side_channels, 1, kernel_size=1))
+        self.branchB = nn.Sequential(
+            nn.Conv2d(head_channels, side_channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(side_channels, 1, kernel_size=1),
+        )
+        self.side3 = nn.Sequential(
+            nn.Conv2d(b1_channels, side_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.side4 = nn.Sequential(
+            nn.Conv2d(b2_channels, side_channels, kernel_size=3, padding=1), nn.ReLU(inplace=True)
+        )
+        self.side_all = nn.Sequential(
+            nn.Conv2d(side_channels, side_channels, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(side_channels, 1, kernel_size=1),
+        )
         for name in NEW_LAYERS:
             init_xavier(getattr(self, name))
 
@@ -97,9 +121,13 @@ class SPGNet(nn.Module):
         b1, b2, top = self.taps(x)
         feat = self._drop(self.fc7_1(self._drop(self.fc6(self._drop(top)))))
         class_maps = self.classier_1(feat)
-        return {"logits": class_maps.mean(dim=(2, 3)), "class_maps": class_maps,
-                "side3": self.side_all(self.side3(b1)), "side4": self.side_all(self.side4(b2)),
-                "out_seg": self.branchB(feat)}
+        return {
+            "logits": class_maps.mean(dim=(2, 3)),
+            "class_maps": class_maps,
+            "side3": self.side_all(self.side3(b1)),
+            "side4": self.side_all(self.side4(b2)),
+            "out_seg": self.branchB(feat),
+        }
 
 
 class SPGInception(SPGNet):
@@ -131,8 +159,15 @@ class SPGInception(SPGNet):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
         init_xavier(self)
-        self._add_heads(b1_channels=288, b2_channels=768, top_channels=768, num_classes=num_classes,
-                        head_channels=1024, side_channels=512, dropout=dropout)
+        self._add_heads(
+            b1_channels=288,
+            b2_channels=768,
+            top_channels=768,
+            num_classes=num_classes,
+            head_channels=1024,
+            side_channels=512,
+            dropout=dropout,
+        )
 
     def taps(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         x = self.maxpool1(self.Conv2d_2b_3x3(self.Conv2d_2a_3x3(self.Conv2d_1a_3x3(x))))
@@ -146,13 +181,26 @@ class SPGResNet(SPGNet):
     """The same SPG heads on our ResNet `Backbone` (recam/models/backbone.py): B1 on layer2,
     B2 on layer3, fc6 on layer4. Backbone keys stay torchvision's under `backbone.`."""
 
-    def __init__(self, backbone: Backbone, *, num_classes: int, head_channels: int = 1024,
-                 side_channels: int = 512, dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        backbone: Backbone,
+        *,
+        num_classes: int,
+        head_channels: int = 1024,
+        side_channels: int = 512,
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         self.backbone = backbone
-        self._add_heads(b1_channels=_block_out(backbone.layer2), b2_channels=_block_out(backbone.layer3),
-                        top_channels=backbone.out_channels, num_classes=num_classes, head_channels=head_channels,
-                        side_channels=side_channels, dropout=dropout)
+        self._add_heads(
+            b1_channels=_block_out(backbone.layer2),
+            b2_channels=_block_out(backbone.layer3),
+            top_channels=backbone.out_channels,
+            num_classes=num_classes,
+            head_channels=head_channels,
+            side_channels=side_channels,
+            dropout=dropout,
+        )
 
     def taps(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         f2 = self.backbone.stage2(self.backbone.stage1(x))
@@ -174,9 +222,17 @@ def init_xavier(module: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
-def build_spg(*, arch: str, num_classes: int, pretrained: str = "none", dropout: float = 0.0,
-              head_channels: int = 1024, side_channels: int = 512, output_stride: int = 16,
-              fixed_bn: bool = False) -> SPGNet:
+def build_spg(
+    *,
+    arch: str,
+    num_classes: int,
+    pretrained: str = "none",
+    dropout: float = 0.0,
+    head_channels: int = 1024,
+    side_channels: int = 512,
+    output_stride: int = 16,
+    fixed_bn: bool = False,
+) -> SPGNet:
     """SPG on `arch` (inception_v3 | a torchvision ResNet). pretrained: "none", "imagenet"
     (Inception: torchvision's inception_v3_google file from the hub cache, by name, non-strict,
     spec §6.2; ResNet: backbone.py's loader) or a state_dict path. The Inception network has the
@@ -189,10 +245,13 @@ def build_spg(*, arch: str, num_classes: int, pretrained: str = "none", dropout:
         if pretrained != "none":
             load_inception_pretrained(model, inception_state_dict(pretrained))
         return model
-    backbone = Backbone(build_resnet(arch=arch, output_stride=output_stride, fixed_bn=fixed_bn, pretrained=pretrained),
-                        freeze_upto="none")
-    return SPGResNet(backbone, num_classes=num_classes, head_channels=head_channels, side_channels=side_channels,
-                     dropout=dropout)
+    backbone = Backbone(
+        build_resnet(arch=arch, output_stride=output_stride, fixed_bn=fixed_bn, pretrained=pretrained),
+        freeze_upto="none",
+    )
+    return SPGResNet(
+        backbone, num_classes=num_classes, head_channels=head_channels, side_channels=side_channels, dropout=dropout
+    )
 
 
 def inception_state_dict(pretrained: str) -> dict[str, Tensor]:
@@ -205,11 +264,14 @@ def inception_state_dict(pretrained: str) -> dict[str, Tensor]:
                 return _unwrap_state_dict(_read_state_dict(folder / name), source=str(folder / name))
         raise RecamInputError(
             f"recam: Inception-v3 ImageNet weights not found: put {INCEPTION_FILES[1]} (from {INCEPTION_URL}) "
-            f"or {INCEPTION_FILES[0]} in {folder}, or set spg.pretrained=none / a state_dict path")
+            f"or {INCEPTION_FILES[0]} in {folder}, or set spg.pretrained=none / a state_dict path"
+        )
     path = Path(pretrained)
     if not path.is_file():
-        raise RecamInputError(f"recam: spg.pretrained={pretrained} is not a file - give a state_dict path, "
-                              "or set spg.pretrained=imagenet / none")
+        raise RecamInputError(
+            f"recam: spg.pretrained={pretrained} is not a file - give a state_dict path, "
+            "or set spg.pretrained=imagenet / none"
+        )
     return _unwrap_state_dict(_read_state_dict(path), source=str(path))
 
 
@@ -225,11 +287,15 @@ def load_inception_pretrained(model: nn.Module, state: Mapping[str, Tensor]) -> 
     loaded = [key for key in own if key in state]
     wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in loaded if state[k].shape != own[k].shape]
     if wrong:
-        raise RecamInputError(f"recam: the Inception-v3 weights do not fit SPG: shape mismatches {wrong[:3]} - "
-                              "give torchvision's inception_v3_google file")
+        raise RecamInputError(
+            f"recam: the Inception-v3 weights do not fit SPG: shape mismatches {wrong[:3]} - "
+            "give torchvision's inception_v3_google file"
+        )
     if not loaded:
-        raise RecamInputError("recam: the pretrained file shares no key with SPG's Inception-v3 (a VGG file? "
-                              "spec §10 quirk 8) - give torchvision's inception_v3_google file")
+        raise RecamInputError(
+            "recam: the pretrained file shares no key with SPG's Inception-v3 (a VGG file? "
+            "spec §10 quirk 8) - give torchvision's inception_v3_google file"
+        )
     with torch.no_grad():
         for key in loaded:
             own[key].copy_(state[key])
@@ -243,8 +309,9 @@ def strip_module_prefix(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {key.removeprefix("module."): value for key, value in state.items()}
 
 
-def param_groups(named: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float,
-                 new_layer_lr_mult: float = 1.0) -> list[dict]:
+def param_groups(
+    named: Iterable[tuple[str, nn.Parameter]], *, lr: float, weight_decay: float, new_layer_lr_mult: float = 1.0
+) -> list[dict]:
     """The reference `get_finetune_optimizer` groups (spec §6.1): 0 weights (lr), 1 biases (2 lr),
     2 "new" weights (m lr), 3 "new" biases (2 m lr); weight decay on every group.
 

@@ -11,6 +11,7 @@ number of classes *absent* from the image that score above its class, so top-1 l
 absent class beats it": the usual top-1 on single-label images, and not a penalty for the other
 classes present (our definition; the reference is single-label only).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -40,7 +41,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if stage.protocol not in PROTOCOLS:
         raise RecamInputError(f"recam: eval_loc.protocol={stage.protocol!r} - use one of {', '.join(PROTOCOLS)}")
     if len(stage.dt_box_thresholds) != 3:
-        raise RecamInputError(f"recam: eval_loc.dt_box_thresholds={stage.dt_box_thresholds} needs 3 values, e.g. [20, 100, 110]")
+        raise RecamInputError(
+            f"recam: eval_loc.dt_box_thresholds={stage.dt_box_thresholds} needs 3 values, e.g. [20, 100, 110]"
+        )
     data = load_prepared(rundir, data_cfg)
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_loc", stage.method)
@@ -56,8 +59,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     for image_id in tqdm(ids, desc=f"eval_loc/{stage.method}", unit="img", dynamic_ncols=True):
         path = seeds / f"{image_id}.npz"
         if not path.is_file():
-            raise RecamInputError(f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
-                                  f"contains eval_loc.split={stage.split} (seeds.split)")
+            raise RecamInputError(
+                f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
+                f"contains eval_loc.split={stage.split} (seeds.split)"
+            )
         seed = load_npz(path)
         boxes = voc_boxes(data_cfg.root, image_id, data.class_names)
         scores = seed.get("scores")
@@ -69,32 +74,52 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             rank = absent_rank(scores, seed["keys"], k) if scores is not None else None
             sweep.update(score_map, boxes[k], rank)
             if stage.protocol == "cam_dt_box":
-                correct = best_iou(dt_box(saved_heatmap(score_map), stage.dt_box_thresholds), boxes[k]) >= stage.iou_threshold
+                correct = (
+                    best_iou(dt_box(saved_heatmap(score_map), stage.dt_box_thresholds), boxes[k]) >= stage.iou_threshold
+                )
                 dt_known += correct
                 dt_top1 += bool(correct and rank is not None and rank < 1)
     res = sweep.results()
     if res["pairs"] == 0:
-        raise RecamInputError(f"recam: no image of split {stage.split} has a GT box of its classes - eval_loc needs "
-                              "the dataset's XML boxes (Annotations/<id>.xml <bndbox>)")
-    results = {"method": stage.method, "split": stage.split, "images": len(ids), "protocol": stage.protocol,
-               "pairs": res["pairs"], "gt_known_loc": res["gt_known_loc"], "threshold": res["best_threshold"],
-               "maxboxacc_v2": res["maxboxacc_v2"], "maxboxacc_by_iou": res["maxboxacc_by_iou"],
-               "loc_sweep": {f"{t:.2f}": v for t, v in zip(thresholds.tolist(), res["gt_known_loc_curve"])}}
+        raise RecamInputError(
+            f"recam: no image of split {stage.split} has a GT box of its classes - eval_loc needs "
+            "the dataset's XML boxes (Annotations/<id>.xml <bndbox>)"
+        )
+    results = {
+        "method": stage.method,
+        "split": stage.split,
+        "images": len(ids),
+        "protocol": stage.protocol,
+        "pairs": res["pairs"],
+        "gt_known_loc": res["gt_known_loc"],
+        "threshold": res["best_threshold"],
+        "maxboxacc_v2": res["maxboxacc_v2"],
+        "maxboxacc_by_iou": res["maxboxacc_by_iou"],
+        "loc_sweep": {f"{t:.2f}": v for t, v in zip(thresholds.tolist(), res["gt_known_loc_curve"])},
+    }
     if "top1_loc" in res:
         results.update(top1_loc=res["top1_loc"], top5_loc=res["top5_loc"])
     if stage.protocol == "cam_dt_box":
-        results.update(simple_gt_known_loc=results["gt_known_loc"], gt_known_loc=dt_known / res["pairs"],
-                       dt_box_thresholds=list(stage.dt_box_thresholds), threshold=None)
+        results.update(
+            simple_gt_known_loc=results["gt_known_loc"],
+            gt_known_loc=dt_known / res["pairs"],
+            dt_box_thresholds=list(stage.dt_box_thresholds),
+            threshold=None,
+        )
         if has_scores:
             results.update(simple_top1_loc=results.get("top1_loc"), top1_loc=dt_top1 / res["pairs"])
-    head = (f"# eval_loc/{stage.method} on {stage.split} ({len(ids)} images, {res['pairs']} image-class pairs, "
-            f"protocol {stage.protocol})\n\n"
-            f"GT-known loc {100 * results['gt_known_loc']:.2f} %"
-            + (f" at best tau={results['threshold']:.2f}" if results["threshold"] is not None else "")
-            + (f", top-1 loc {100 * results['top1_loc']:.2f} %" if "top1_loc" in results else "")
-            + f", MaxBoxAccV2 {100 * results['maxboxacc_v2']:.2f} %\n\n")
-    rows = [[t, res["gt_known_loc_curve"][i]] + ([res["top1_loc_curve"][i]] if "top1_loc_curve" in res else [])
-            for i, t in enumerate(thresholds.tolist())]
+    head = (
+        f"# eval_loc/{stage.method} on {stage.split} ({len(ids)} images, {res['pairs']} image-class pairs, "
+        f"protocol {stage.protocol})\n\n"
+        f"GT-known loc {100 * results['gt_known_loc']:.2f} %"
+        + (f" at best tau={results['threshold']:.2f}" if results["threshold"] is not None else "")
+        + (f", top-1 loc {100 * results['top1_loc']:.2f} %" if "top1_loc" in results else "")
+        + f", MaxBoxAccV2 {100 * results['maxboxacc_v2']:.2f} %\n\n"
+    )
+    rows = [
+        [t, res["gt_known_loc_curve"][i]] + ([res["top1_loc_curve"][i]] if "top1_loc_curve" in res else [])
+        for i, t in enumerate(thresholds.tolist())
+    ]
     table = head + markdown_table(["tau", "GT-known loc"] + (["top-1 loc"] if "top1_loc_curve" in res else []), rows)
     rundir.finish(out, slice_, results, table)
     entry = {k: results[k] for k in ("gt_known_loc", "threshold", "maxboxacc_v2", "split", "images", "protocol")}

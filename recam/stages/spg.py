@@ -5,6 +5,7 @@ weights at lr and biases at 2 lr (new layers x spg.new_layer_lr_mult, 1 in the c
 rate (spg.decay_points multiply by 0.1), BN in train mode, the loss of spec §5. Checkpoints,
 resume and progress come from engine/loop.py, as in `cam`.
 """
+
 from __future__ import annotations
 
 import torch
@@ -27,9 +28,16 @@ LOSS_PARTS = ("loss", "cls", "side4", "side3", "back")
 
 
 def spg_net_from_config(stage: SpgStage, num_classes: int, *, pretrained: str | None = None) -> SPGNet:
-    return build_spg(arch=stage.arch, num_classes=num_classes, pretrained=stage.pretrained if pretrained is None else pretrained,
-                     dropout=stage.dropout, head_channels=stage.head_channels, side_channels=stage.side_channels,
-                     output_stride=stage.output_stride, fixed_bn=stage.fixed_bn)
+    return build_spg(
+        arch=stage.arch,
+        num_classes=num_classes,
+        pretrained=stage.pretrained if pretrained is None else pretrained,
+        dropout=stage.dropout,
+        head_channels=stage.head_channels,
+        side_channels=stage.side_channels,
+        output_stride=stage.output_stride,
+        fixed_bn=stage.fixed_bn,
+    )
 
 
 def decay_factor(decay_points: list[int], steps: int):
@@ -43,9 +51,17 @@ def spg_dataset(cfg: Config, data: Prepared, split: str, train: bool) -> SPGData
     if not ids:
         raise RecamInputError(f"recam: split {split} has no image with a class label - spg needs labelled images")
     stage = cfg.spg
-    return SPGDataset([image_path(cfg.dataset.root, i) for i in ids], ids, [data.labels[i] for i in ids], train=train,
-                      resize=stage.resize_short, crop=stage.crop_size, mean=cfg.dataset.mean, std=cfg.dataset.std,
-                      seed=cfg.runtime.seed)
+    return SPGDataset(
+        [image_path(cfg.dataset.root, i) for i in ids],
+        ids,
+        [data.labels[i] for i in ids],
+        train=train,
+        resize=stage.resize_short,
+        crop=stage.crop_size,
+        mean=cfg.dataset.mean,
+        std=cfg.dataset.std,
+        seed=cfg.runtime.seed,
+    )
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
@@ -61,32 +77,73 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     val = eval_loader(spg_dataset(cfg, data, cfg.dataset.val_list, False), stage.batch_size, cfg.runtime, device)
     model = spg_net_from_config(stage, len(data.class_names)).to(device)
     steps = steps_per_epoch(len(loader), stage.max_steps)
-    groups = param_groups(model.named_parameters(), lr=stage.lr, weight_decay=stage.weight_decay,
-                          new_layer_lr_mult=stage.new_layer_lr_mult)
-    optimizer = torch.optim.SGD(groups, lr=stage.lr, momentum=stage.momentum, nesterov=True,
-                                weight_decay=stage.weight_decay)
+    groups = param_groups(
+        model.named_parameters(),
+        lr=stage.lr,
+        weight_decay=stage.weight_decay,
+        new_layer_lr_mult=stage.new_layer_lr_mult,
+    )
+    optimizer = torch.optim.SGD(
+        groups, lr=stage.lr, momentum=stage.momentum, nesterov=True, weight_decay=stage.weight_decay
+    )
     scheduler = LambdaLR(optimizer, lr_lambda=decay_factor(list(stage.decay_points), steps))
 
     def step(net: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
-        parts = spg_loss({k: v.float() for k, v in net(batch["image"]).items()}, batch["label"], size=stage.mask_size,
-                         align_corners=stage.align_corners, carry_threshold=stage.carry_threshold)
+        parts = spg_loss(
+            {k: v.float() for k, v in net(batch["image"]).items()},
+            batch["label"],
+            size=stage.mask_size,
+            align_corners=stage.align_corners,
+            carry_threshold=stage.carry_threshold,
+        )
         return {k: parts[k] for k in LOSS_PARTS}
 
     extra = {"config": slice_, "class_names": data.class_names, "arch": stage.arch}
     history = train_epochs(
-        model=model, loader=loader, step_fn=step, optimizer=optimizer, scheduler=scheduler, epochs=stage.epochs,
-        device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra,
-        validate=lambda m: evaluate_classifier(m, val, device, stage.val_batches), max_steps=stage.max_steps,
-        amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="spg", log_every=stage.log_every,
-        writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs)
+        model=model,
+        loader=loader,
+        step_fn=step,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=stage.epochs,
+        device=device,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_extra=extra,
+        validate=lambda m: evaluate_classifier(m, val, device, stage.val_batches),
+        max_steps=stage.max_steps,
+        amp=cfg.runtime.amp,
+        grad_clip=stage.grad_clip,
+        desc="spg",
+        log_every=stage.log_every,
+        writer=tensorboard_writer(out),
+        keep_epochs=stage.keep_epochs,
+    )
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
-    results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],
-               "train_images": len(loader.dataset), "val_images": len(val.dataset), "steps_per_epoch": steps,
-               "history": history}
+    results = {
+        "val_map": final["val_map"],
+        "val_loss": final["val_loss"],
+        "images_per_s": final["images_per_s"],
+        "train_images": len(loader.dataset),
+        "val_images": len(val.dataset),
+        "steps_per_epoch": steps,
+        "history": history,
+    }
     table = "# spg: SPG training\n\n" + markdown_table(
         ["epoch", "loss", "CE", "B2", "B1", "C", "val mAP", "images/s"],
-        [[h["epoch"], h["train_loss"], h["train_cls"], h["train_side4"], h["train_side3"], h["train_back"],
-          h["val_map"], h["images_per_s"]] for h in history])
+        [
+            [
+                h["epoch"],
+                h["train_loss"],
+                h["train_cls"],
+                h["train_side4"],
+                h["train_side3"],
+                h["train_back"],
+                h["val_map"],
+                h["images_per_s"],
+            ]
+            for h in history
+        ],
+    )
     rundir.finish(out, slice_, results, table)
     return results

@@ -11,6 +11,7 @@ The table: seed mIoU at the best background threshold, GT-known loc at the best 
 loc where class scores exist: SPG) and MaxBoxAccV2, per method; it is printed and written to
 results.md. Each step skips itself when up to date, so an interrupted `make wsol` resumes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,25 +35,43 @@ MAIN_METHODS = ("cam", "recam", "spg")
 def step_config(cfg: Config, method: str, run: RunConfig | None = None, family: bool = False) -> Config:
     """The config of one method's seeds / eval_seeds / eval_loc (family methods: on the subset)."""
     if not family:
-        return dataclasses.replace(cfg, seeds=dataclasses.replace(cfg.seeds, method=method),
-                                   eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method),
-                                   eval_loc=dataclasses.replace(cfg.eval_loc, method=method))
+        return dataclasses.replace(
+            cfg,
+            seeds=dataclasses.replace(cfg.seeds, method=method),
+            eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method),
+            eval_loc=dataclasses.replace(cfg.eval_loc, method=method),
+        )
     stage = cfg.wsol
     limits = [n for n in (cfg.dataset.max_images, stage.max_images) if n]
     return dataclasses.replace(
-        cfg, run=run, dataset=dataclasses.replace(cfg.dataset, max_images=min(limits) if limits else None),
-        seeds=dataclasses.replace(cfg.seeds, method=method, split=stage.split, scales=list(stage.scales),
-                                  top_k=stage.top_k, n_samples=stage.n_samples),
+        cfg,
+        run=run,
+        dataset=dataclasses.replace(cfg.dataset, max_images=min(limits) if limits else None),
+        seeds=dataclasses.replace(
+            cfg.seeds,
+            method=method,
+            split=stage.split,
+            scales=list(stage.scales),
+            top_k=stage.top_k,
+            n_samples=stage.n_samples,
+        ),
         eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method, split=stage.split, threshold=None),
-        eval_loc=dataclasses.replace(cfg.eval_loc, method=method, split=stage.split))
+        eval_loc=dataclasses.replace(cfg.eval_loc, method=method, split=stage.split),
+    )
 
 
 def row(rundir: RunDir, method: str) -> dict:
     scored = read_json(rundir.stage_dir("eval_seeds", method) / "results.json")
     located = read_json(rundir.stage_dir("eval_loc", method) / "results.json")
-    return {"miou": scored["miou"], "seed_threshold": scored["threshold"], "gt_known_loc": located["gt_known_loc"],
-            "tau": located["threshold"], "top1_loc": located.get("top1_loc"), "maxboxacc_v2": located["maxboxacc_v2"],
-            "images": located["images"]}
+    return {
+        "miou": scored["miou"],
+        "seed_threshold": scored["threshold"],
+        "gt_known_loc": located["gt_known_loc"],
+        "tau": located["threshold"],
+        "top1_loc": located.get("top1_loc"),
+        "maxboxacc_v2": located["maxboxacc_v2"],
+        "images": located["images"],
+    }
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
@@ -75,7 +94,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     inputs = {"prepare": str(rundir.require("prepare")), "cam": str(rundir.require("cam"))}
     slice_ = config_slice(cfg, "dataset", "model", "seeds", "eval_seeds", "eval_loc", "wsol")
     for name in ("seeds", "eval_seeds", "eval_loc"):
-        slice_[name] = {k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")}
+        slice_[name] = {
+            k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")
+        }
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         print("\n" + (out / "results.md").read_text())
         return done
@@ -92,17 +113,31 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     def pct(value):
         return "-" if value is None else f"{100 * value:.1f}"
 
-    rows = [[titles.get(m, m) + (" *" if r.get("subset") else ""), pct(r["miou"]), f"{r['seed_threshold']:.2f}",
-             pct(r["gt_known_loc"]), f"{r['tau']:.2f}", pct(r["top1_loc"]), pct(r["maxboxacc_v2"]), r["images"]]
-            for m, r in records.items()]
+    rows = [
+        [
+            titles.get(m, m) + (" *" if r.get("subset") else ""),
+            pct(r["miou"]),
+            f"{r['seed_threshold']:.2f}",
+            pct(r["gt_known_loc"]),
+            f"{r['tau']:.2f}",
+            pct(r["top1_loc"]),
+            pct(r["maxboxacc_v2"]),
+            r["images"],
+        ]
+        for m, r in records.items()
+    ]
     split = cfg.eval_loc.split
-    table = (f"# WSOL: seeds and boxes ({cfg.run.name})\n\n"
-             f"Seed mIoU at the best background threshold; GT-known loc (box of the largest 8-connected component of "
-             f"map > tau * max, devkit IoU >= 0.5 with a GT box of the class) at the best tau; top-1 loc where the "
-             f"method has class scores (SPG); MaxBoxAccV2 (IoU 0.3/0.5/0.7, any component). Split {split}; "
-             f"* = CAM family on the first {stage.max_images} images, scales {list(stage.scales)}.\n\n"
-             + markdown_table(["method", "seed mIoU %", "best t", "GT-known loc %", "best tau", "top-1 loc %",
-                               "MaxBoxAccV2 %", "images"], rows))
+    table = (
+        f"# WSOL: seeds and boxes ({cfg.run.name})\n\n"
+        f"Seed mIoU at the best background threshold; GT-known loc (box of the largest 8-connected component of "
+        f"map > tau * max, devkit IoU >= 0.5 with a GT box of the class) at the best tau; top-1 loc where the "
+        f"method has class scores (SPG); MaxBoxAccV2 (IoU 0.3/0.5/0.7, any component). Split {split}; "
+        f"* = CAM family on the first {stage.max_images} images, scales {list(stage.scales)}.\n\n"
+        + markdown_table(
+            ["method", "seed mIoU %", "best t", "GT-known loc %", "best tau", "top-1 loc %", "MaxBoxAccV2 %", "images"],
+            rows,
+        )
+    )
     results = {"methods": records, "split": split}
     rundir.finish(out, slice_, results, table)
     print("\n" + table)

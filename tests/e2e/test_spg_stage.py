@@ -1,4 +1,5 @@
 """spg -> seeds/spg -> eval_loc on the tiny synthetic set: trains, exports, scores, skips when done."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,13 @@ from tests.conftest import compose_config
 
 
 def test_spg_train_export_eval_loc(tmp_path):
-    base = [f"run.root={tmp_path / 'outputs'}", "run.name=tiny_spg", f"dataset.root={tmp_path / 'data' / 'VOC2012'}",
-            "dataset=synthetic", "debug=tiny"]
+    base = [
+        f"run.root={tmp_path / 'outputs'}",
+        "run.name=tiny_spg",
+        f"dataset.root={tmp_path / 'data' / 'VOC2012'}",
+        "dataset=synthetic",
+        "debug=tiny",
+    ]
     run_stage(compose_config([*base, "stage=prepare"]))
     trained = run_stage(compose_config([*base, "stage=spg"]))
     assert trained["steps_per_epoch"] == 2 and np.isfinite(trained["history"][-1]["train_loss"])
@@ -31,8 +37,9 @@ def test_spg_train_export_eval_loc(tmp_path):
     assert seed["scores"].shape == (len(names),) and seed["high_res"].shape[0] == len(seed["keys"])
     assert seed["high_res"].max() < 1 and seed["high_res"].min() >= 0
 
-    cfg = compose_config([*base, "stage=eval_loc", "eval_loc.method=spg", "eval_loc.split=train",
-                          "eval_loc.sweep=[0.2,0.6,0.2]"])
+    cfg = compose_config(
+        [*base, "stage=eval_loc", "eval_loc.method=spg", "eval_loc.split=train", "eval_loc.sweep=[0.2,0.6,0.2]"]
+    )
     res = run_stage(cfg)
     # recompute GT-known loc at tau = 0.4 from the files with the pure functions
     correct, pairs = 0, 0
@@ -62,7 +69,7 @@ def test_plan_scores_cam_and_recam_boxes(tiny_all):
     for method in ("cam", "recam"):
         entry = summary[f"eval_loc/{method}"]
         assert 0 <= entry["gt_known_loc"] <= 1 and 0 <= entry["maxboxacc_v2"] <= 1
-        assert "top1_loc" not in entry          # CAM / ReCAM seeds hold no class scores
+        assert "top1_loc" not in entry  # CAM / ReCAM seeds hold no class scores
     assert "## Localization" in (rundir.root / "report.md").read_text()
 
 
@@ -76,17 +83,28 @@ def test_wsol_table(tiny_all, tmp_path, capsys):
 
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
-    base = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "dataset=synthetic",
-            "debug=tiny", "stage=wsol", "wsol.family=[gradcam]", "wsol.max_images=2"]
+    base = [
+        f"run.root={tmp_path}",
+        "run.name=copy",
+        f"dataset.root={cfg.dataset.root}",
+        "dataset=synthetic",
+        "debug=tiny",
+        "stage=wsol",
+        "wsol.family=[gradcam]",
+        "wsol.max_images=2",
+    ]
     res = run_stage(compose_config(base))
     assert list(res["methods"]) == ["cam", "recam", "spg", "gradcam"]
     assert res["methods"]["spg"]["top1_loc"] is not None and res["methods"]["cam"]["top1_loc"] is None
     assert res["methods"]["gradcam"]["images"] == 2 and res["methods"]["gradcam"]["subset"]
     # the numbers are those of the eval stages' results
     copy = RunDir(compose_config(base).run)
-    assert res["methods"]["cam"]["gt_known_loc"] == read_json(copy.stage_dir("eval_loc", "cam") / "results.json")["gt_known_loc"]
+    assert (
+        res["methods"]["cam"]["gt_known_loc"]
+        == read_json(copy.stage_dir("eval_loc", "cam") / "results.json")["gt_known_loc"]
+    )
     assert "| SPG |" in capsys.readouterr().out
-    assert run_stage(compose_config(base))["methods"] == res["methods"]      # done: skipped
+    assert run_stage(compose_config(base))["methods"] == res["methods"]  # done: skipped
     with pytest.raises(RecamInputError, match="wsol.family"):
         run_stage(compose_config([*base, "wsol.family=[spg]"]))
 
@@ -99,9 +117,17 @@ def test_eval_loc_cam_dt_box_protocol(tiny_all, tmp_path):
 
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
-    base = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "dataset=synthetic",
-            "debug=tiny", "stage=eval_loc", "eval_loc.method=cam", "eval_loc.protocol=cam_dt_box",
-            "eval_loc.dt_box_thresholds=[20,100,110]"]
+    base = [
+        f"run.root={tmp_path}",
+        "run.name=copy",
+        f"dataset.root={cfg.dataset.root}",
+        "dataset=synthetic",
+        "debug=tiny",
+        "stage=eval_loc",
+        "eval_loc.method=cam",
+        "eval_loc.protocol=cam_dt_box",
+        "eval_loc.dt_box_thresholds=[20,100,110]",
+    ]
     res = run_stage(compose_config(base))
     rundir = RunDir(compose_config(base).run)
     simple = read_json(RunDir(cfg.run).stage_dir("eval_loc", "cam") / "results.json")
@@ -126,8 +152,14 @@ def test_prepare_cub_dataset(tmp_path):
     from tests.unit.test_spg import fake_cub
 
     classes = fake_cub(tmp_path / "CUB_200_2011")
-    base = [f"run.root={tmp_path / 'outputs'}", "run.name=cub", "dataset=cub", "debug=tiny", "stage=prepare",
-            f"dataset.root={tmp_path / 'layout'}"]
+    base = [
+        f"run.root={tmp_path / 'outputs'}",
+        "run.name=cub",
+        "dataset=cub",
+        "debug=tiny",
+        "stage=prepare",
+        f"dataset.root={tmp_path / 'layout'}",
+    ]
     stats = run_stage(compose_config([*base, f"dataset.cub_root={tmp_path / 'CUB_200_2011'}"]))
     assert stats["splits"]["train"]["images"] == 2 and stats["splits"]["val"]["images"] == 2
     rundir = RunDir(compose_config(base).run)

@@ -1,4 +1,5 @@
 """SPG golden vectors: list parsing and the train/test transforms (data_pipeline)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,8 +26,9 @@ def test_transforms(golden_spg):
         test = spg_test_transform(image, resize, crop, IMAGENET_MEAN, IMAGENET_STD).numpy()
         np.testing.assert_allclose(test, z[f"test_tensor_{i}"], rtol=0, atol=1e-6)
         offsets = tuple(int(v) for v in z[f"train_crop_ij_{i}"])
-        train = spg_train_transform(image, resize, crop, IMAGENET_MEAN, IMAGENET_STD, offsets=offsets,
-                                    flip=bool(z[f"train_flip_{i}"])).numpy()
+        train = spg_train_transform(
+            image, resize, crop, IMAGENET_MEAN, IMAGENET_STD, offsets=offsets, flip=bool(z[f"train_flip_{i}"])
+        ).numpy()
         np.testing.assert_allclose(train, z[f"train_tensor_{i}"], rtol=0, atol=1e-6)
         i += 1
     assert i >= 3

@@ -1,11 +1,24 @@
 """SPG golden vectors: the inference read-out, the `simple` box protocol and its metrics, dt_box."""
+
 from __future__ import annotations
 
 import numpy as np
 
-from recam.eval.localization import (LocSweep, all_foreground_box, best_iou, classification_accuracy, dt_box,
-                                     dt_box_rects, foreground, largest_component_box, loc_maps,
-                                     localization_flags, resize_bilinear, saved_heatmap, top_k_classes)
+from recam.eval.localization import (
+    LocSweep,
+    all_foreground_box,
+    best_iou,
+    classification_accuracy,
+    dt_box,
+    dt_box_rects,
+    foreground,
+    largest_component_box,
+    loc_maps,
+    localization_flags,
+    resize_bilinear,
+    saved_heatmap,
+    top_k_classes,
+)
 
 
 def close(got, ref, rtol, atol=0.0):
@@ -16,7 +29,7 @@ def test_localization_readout(golden_spg):
     z = golden_spg("localization_readout")
     maps = loc_maps(z["class_maps"])
     assert close(maps, z["loc_maps"], 1e-5, 1e-5)
-    assert np.isnan(maps).any()   # the constant map of the set gives NaN, as in the reference
+    assert np.isnan(maps).any()  # the constant map of the set gives NaN, as in the reference
     for b, (height, width) in enumerate(z["orig_sizes"].tolist()):
         label = int(z["label"][b])
         resized = resize_bilinear(maps[b, label], (height, width))
@@ -35,7 +48,7 @@ def test_wsol_boxes_and_metrics(golden_spg):
     z = golden_spg("wsol_boxes_metrics")
     maps, thresholds = z["maps"], z["thresholds"]
     n_images, n_classes = maps.shape[:2]
-    gt_boxes = [z["gt_boxes"][n, :z["n_gt_boxes"][n]] for n in range(n_images)]
+    gt_boxes = [z["gt_boxes"][n, : z["n_gt_boxes"][n]] for n in range(n_images)]
     top5 = top_k_classes(z["logits"], 5)
     np.testing.assert_array_equal(top5, z["top5_pred"])
     acc = classification_accuracy(z["logits"], z["gt_class"])
@@ -60,7 +73,9 @@ def test_wsol_boxes_and_metrics(golden_spg):
     sweep = LocSweep(thresholds)
     for n in range(n_images):
         gt = int(z["gt_class"][n])
-        sweep.update(maps[n, gt], gt_boxes[n], rank=int(np.flatnonzero(np.argsort(-z["logits"][n], kind="stable") == gt)[0]))
+        sweep.update(
+            maps[n, gt], gt_boxes[n], rank=int(np.flatnonzero(np.argsort(-z["logits"][n], kind="stable") == gt)[0])
+        )
     res = sweep.results()
     assert close(res["gt_known_loc_curve"], z["gt_known_acc"], 1e-12)
     assert close(res["top1_loc_curve"], z["top1_loc_acc"], 1e-12)

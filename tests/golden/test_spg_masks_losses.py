@@ -1,4 +1,5 @@
 """SPG golden vectors: guidance masks (with and without the carry-over quirk) and the SPG loss."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,7 +21,7 @@ def test_guidance_masks(golden_spg, name):
     # the set is built so that the quirk matters: some later image differs between the two
     assert (carried != per_image).any()
     # one image per call is the per-image variant
-    single = np.stack([guidance_mask(maps[i:i + 1], high, low).numpy()[0] for i in range(len(maps))])
+    single = np.stack([guidance_mask(maps[i : i + 1], high, low).numpy()[0] for i in range(len(maps))])
     np.testing.assert_array_equal(single, z[f"mask_{name}_per_image"])
 
 
@@ -53,8 +54,12 @@ def test_targets_from_the_stored_attention_map(golden_spg):
     # the targets depend on the attention map only through get_mask: rebuilding them from the
     # stored map gives the same masks
     z = golden_spg("spg_losses")
-    targets = spg_targets(torch.from_numpy(z["atten_map"]), torch.from_numpy(z["side3"]),
-                          torch.from_numpy(z["side4"]), size=z["atten_map"].shape[-1])
+    targets = spg_targets(
+        torch.from_numpy(z["atten_map"]),
+        torch.from_numpy(z["side3"]),
+        torch.from_numpy(z["side4"]),
+        size=z["atten_map"].shape[-1],
+    )
     np.testing.assert_array_equal(targets["side4"].numpy(), z["mask_side4_target"])
     np.testing.assert_array_equal(targets["side3"].numpy(), z["mask_side3_target"])
 

@@ -1,5 +1,6 @@
 """SPG golden vectors: the network forward with closed-form parameters, the optimiser groups and
 the pretrained-name mapping."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -63,8 +64,13 @@ def test_spg_forward(golden_spg, precision):
     model.Mixed_6e.register_forward_hook(lambda m, i, o: taps.__setitem__("mixed_6e", o))
     with torch.no_grad():
         out = model(x)
-    for key, ref in (("class_maps", "class_maps"), ("logits", "logits"), ("side3", "side3"), ("side4", "side4"),
-                     ("out_seg", "out_seg")):
+    for key, ref in (
+        ("class_maps", "class_maps"),
+        ("logits", "logits"),
+        ("side3", "side3"),
+        ("side4", "side4"),
+        ("out_seg", "out_seg"),
+    ):
         check(out[key], z[f"{ref}_{precision}"], tol, tol)
     if precision == "f32":
         check(taps["mixed_5d"], z["mixed_5d"], 1e-4, 1e-4)
@@ -95,7 +101,7 @@ def test_spg_forward_loss_float64(golden_spg):
 
 def test_optimiser_groups(golden_spg):
     z = golden_spg("optim_and_pretrained")
-    model = torch.nn.DataParallel(SPGInception(num_classes=10))   # names with `module.`, as the reference's
+    model = torch.nn.DataParallel(SPGInception(num_classes=10))  # names with `module.`, as the reference's
     names = [n for n, _ in model.named_parameters()]
     assert names == z["param_names"].tolist()
     lr = float(z["base_lr"])
@@ -122,8 +128,10 @@ def test_pretrained_name_mapping(golden_spg):
     torch.manual_seed(0)
     with torch.device("meta"):
         layout = torchvision.models.inception_v3(weights=None, aux_logits=True, init_weights=False).state_dict()
-    file_state = {k: (torch.randn(v.shape) if v.dtype.is_floating_point else torch.full(v.shape, 7, dtype=v.dtype))
-                  for k, v in layout.items()}
+    file_state = {
+        k: (torch.randn(v.shape) if v.dtype.is_floating_point else torch.full(v.shape, 7, dtype=v.dtype))
+        for k, v in layout.items()
+    }
     before = {k: v.clone() for k, v in model.state_dict().items()}
     report = load_inception_pretrained(model, file_state)
     loaded = np.array(["module." + k in {"module." + x for x in report["loaded"]} for k in before])

@@ -1,4 +1,5 @@
 """SPG network, loss switches, box metrics, WSOL data readers: known answers on tiny inputs."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -33,7 +34,11 @@ def test_resnet_variant_shapes_and_dropout_switch():
     x = torch.randn(2, 3, 64, 64)
     out = model(x)
     assert out["logits"].shape == (2, 5) and out["class_maps"].shape == (2, 5, 4, 4)
-    assert out["side3"].shape == (2, 1, 8, 8) and out["side4"].shape == (2, 1, 4, 4) and out["out_seg"].shape == (2, 1, 4, 4)
+    assert (
+        out["side3"].shape == (2, 1, 8, 8)
+        and out["side4"].shape == (2, 1, 4, 4)
+        and out["out_seg"].shape == (2, 1, 4, 4)
+    )
     assert torch.allclose(out["logits"], out["class_maps"].mean(dim=(2, 3)))
     # dropout 0 (PyTorch 0.3's no-op) is deterministic in train mode; a real dropout is not, and is off in eval
     assert torch.equal(model(x)["logits"], out["logits"])
@@ -53,8 +58,13 @@ def test_missing_inception_weights_name_the_file(tmp_path, monkeypatch):
 
 def test_multi_hot_label_equals_reference_on_one_hot():
     torch.manual_seed(1)
-    outputs = {"logits": torch.randn(3, 4), "class_maps": torch.randn(3, 4, 6, 6), "side3": torch.randn(3, 1, 6, 6),
-               "side4": torch.randn(3, 1, 6, 6), "out_seg": torch.randn(3, 1, 6, 6)}
+    outputs = {
+        "logits": torch.randn(3, 4),
+        "class_maps": torch.randn(3, 4, 6, 6),
+        "side3": torch.randn(3, 1, 6, 6),
+        "side4": torch.randn(3, 1, 6, 6),
+        "out_seg": torch.randn(3, 1, 6, 6),
+    }
     label = torch.tensor([2, 0, 3])
     ref = spg_loss(outputs, label, size=32)
     multi = spg_loss(outputs, torch.nn.functional.one_hot(label, 4).float(), size=32)
@@ -69,8 +79,8 @@ def test_multi_hot_label_equals_reference_on_one_hot():
 
 def test_carry_threshold_switch():
     maps = torch.zeros(2, 10, 10)
-    maps[0, :2, :2] = 0.4          # 4 pixels, none above 0.5: fallback t = 0.7 * 0.4 = 0.28, carried on
-    maps[1].view(-1)[:40] = 0.3    # 40 pixels above the carried 0.28 (>= 30: no new fallback)
+    maps[0, :2, :2] = 0.4  # 4 pixels, none above 0.5: fallback t = 0.7 * 0.4 = 0.28, carried on
+    maps[1].view(-1)[:40] = 0.3  # 40 pixels above the carried 0.28 (>= 30: no new fallback)
     maps[1].view(-1)[40:90] = 0.25  # 50 pixels between image 1's own fallback 0.21 and the carried 0.28
     carried = guidance_mask(maps, 0.5, 0.05)
     reset = guidance_mask(maps, 0.5, 0.05, carry_threshold=False)
@@ -84,22 +94,23 @@ def test_decay_points_and_absent_rank():
     assert [f(0), f(9), f(10), f(19), f(20)] == pytest.approx([1, 1, 0.1, 0.1, 0.01])
     assert decay_factor([], 10)(1000) == 1
     scores = np.array([0.1, 0.9, 0.8, 0.5])
-    assert absent_rank(scores, np.array([1, 2]), 2) == 0      # only present class 1 is above it
+    assert absent_rank(scores, np.array([1, 2]), 2) == 0  # only present class 1 is above it
     assert absent_rank(scores, np.array([0]), 0) == 3
 
 
 def test_maxboxacc_counts_any_component():
     score = np.zeros((20, 20), dtype=np.float32)
-    score[0:10, 0:10] = 1.0         # large blob, far from the box
-    score[15:18, 15:18] = 0.9       # small blob on the GT box
+    score[0:10, 0:10] = 1.0  # large blob, far from the box
+    score[15:18, 15:18] = 0.9  # small blob on the GT box
     gt = np.array([[15, 15, 17, 17]])
     sweep = LocSweep([0.5])
     sweep.update(score, gt, rank=0)
     res = sweep.results()
     assert res["gt_known_loc"] == 0 and res["top1_loc"] == 0
     assert res["maxboxacc_v2"] == 1.0
-    assert devkit_iou(np.array([0, 0, 9, 9]), np.array([[5, 5, 14, 14], [20, 20, 30, 30]])).tolist() == \
-        pytest.approx([25 / 175, 0.0])
+    assert devkit_iou(np.array([0, 0, 9, 9]), np.array([[5, 5, 14, 14], [20, 20, 30, 30]])).tolist() == pytest.approx(
+        [25 / 175, 0.0]
+    )
     assert dt_box(np.zeros((30, 30), dtype=np.uint8)).tolist() == [0, 0, 0, 0]
 
 
@@ -135,8 +146,13 @@ def fake_cub(root, n_per_class=2):
             labels.append(f"{k} {c + 1}")
             split.append(f"{k} {int(j == 0)}")
             boxes.append(f"{k} 2.4 3.0 10.2 12.0")
-    for name, rows in (("images.txt", lines), ("image_class_labels.txt", labels), ("train_test_split.txt", split),
-                       ("bounding_boxes.txt", boxes), ("classes.txt", [f"{i + 1} {c}" for i, c in enumerate(classes)])):
+    for name, rows in (
+        ("images.txt", lines),
+        ("image_class_labels.txt", labels),
+        ("train_test_split.txt", split),
+        ("bounding_boxes.txt", boxes),
+        ("classes.txt", [f"{i + 1} {c}" for i, c in enumerate(classes)]),
+    ):
         (root / name).write_text("\n".join(rows) + "\n")
     return classes
 
