@@ -8,7 +8,7 @@ ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
 .PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol
-.PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
+.PHONY: install lint format test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +21,14 @@ install: $(VENV)/.installed
 
 test: install
 	$(PY) -m pytest -q
+
+# ruff: lint (pyflakes, pycodestyle, bugbear) and the formatter's check; `make format` applies it.
+lint: install
+	$(PY) -m ruff check recam tests scripts
+	$(PY) -m ruff format --check recam tests scripts
+
+format: install
+	$(PY) -m ruff format recam tests scripts
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"

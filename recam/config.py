@@ -35,6 +35,9 @@ class RunConfig:
     # to share one classifier across a lambda sweep.
     inputs: dict[str, str] = field(default_factory=dict)
     force: bool = False            # re-run a stage even if its outputs are up to date
+    keep_previous: bool = True     # keep the outputs a re-run replaced as <stage>.prev/ (until the next success)
+    lock_wait_s: float = 0.0       # >= 0: how long to wait for another config's run on the same stage folder
+    lock_stale_s: float = 86400.0  # > 0: a lock of another host older than this is stale (a dead node)
 
 
 @dataclass
@@ -62,18 +65,44 @@ class SyntheticParams:
 
 
 @dataclass
+class CocoParams:
+    """`dataset=coco14` (spec §11, recam/data/coco.py): where the COCO 2014 download is, what prepare renders."""
+    root: str = "data/MSCOCO"      # train2014/ val2014/ annotations/instances_{train,val}2014.json (spec §11.1)
+    splits: list[str] = field(default_factory=lambda: ["train2014", "val2014"])  # subset of these two
+    workers: int = 0               # mask-rendering processes, >= 0; 0 = one per core (<= 8) from 200 masks on
+    reference_labels: Optional[str] = None  # the author's train_labels.npy: prepare compares it row by row (§11.3); None = no check
+
+
+@dataclass
+class FolderParams:
+    """`dataset=folder` (your own images, recam/data/folder.py)."""
+    root: str = "data/folder"      # the folder holding everything below
+    images: str = "images"         # sub-folder of <id>.jpg / .jpeg / .png files
+    labels: str = "labels.csv"     # CSV rows "id,name;name" (header id,labels) or JSON {id: [names]}
+    class_names: str = "class_names.txt"  # one foreground class name per line; label k+1 = line k
+    masks: Optional[str] = None    # sub-folder of GT masks <id>.png (palette or index, 0 bg, 255 ignore); None = no GT
+    splits: Optional[str] = None   # sub-folder with train.txt and val.txt (one id a line); None = seeded split
+    val_fraction: float = 0.2      # seeded split: share of ids in val, in (0, 1)
+    split_seed: int = 0            # seeded split: RNG seed, >= 0
+
+
+@dataclass
 class DatasetConfig:
-    name: str = MISSING            # voc12 | synthetic | cub
+    name: str = MISSING            # voc12 | synthetic | coco14 | folder | cub
     root: str = MISSING            # the VOC2012 folder: JPEGImages/ Annotations/ ImageSets/ SegmentationClass/
+    #                                (coco14 / folder: the VOC-layout view of symlinks that prepare builds)
+    protocol: str = "recam"        # coco14 only: recam (spec §11.4/§11.7) | coco2voc (later work, spec §11.9)
+    coco: CocoParams = field(default_factory=CocoParams)
+    folder: FolderParams = field(default_factory=FolderParams)
     sbd_root: Optional[str] = None  # SBD's dataset/ folder (cls/, train.txt, val.txt), for train_aug
     train_list: str = "train_aug"  # classifier training list
     val_list: str = "val"          # classifier validation list
-    eval_split: str = "train"      # split whose GT scores seeds and masks
     mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
     std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     max_images: Optional[int] = None  # debug: keep only the first N ids of every list
     check_images: str = "decode"   # prepare reads every image: decode (full) | header | none
     bad_images: str = "fail"       # an unreadable/corrupt image: fail (one line naming it) | skip (left out of every list, reported)
+    unknown_classes: str = "fail"  # an XML object name that is not a class: fail (one line naming it) | ignore (the reference)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
     # dataset=cub: the CUB_200_2011 folder (images/, images.txt, ...); `prepare` builds a VOC-layout view at root
     cub_root: Optional[str] = None
@@ -132,7 +161,7 @@ class SeedsStage:
     method: str = "recam"          # cam | recam | a CAM-family method (recam/cams/methods.py: gradcam, scorecam, ...)
     split: str = "train_aug"       # which list to export (the reference exports all of train_aug)
     scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
-    flip: bool = True
+    flip: bool = True              # add the mirror image at every scale (reference); false = an ablation
     bucket_size: int = 8           # images of equal size per batched forward (1 = one at a time)
     high_res_dtype: str = "float16"  # float16 halves the disk use; float32 for bit-level comparisons
     num_shards: int = 1            # split the export over processes: this one does shard_index::num_shards
@@ -152,8 +181,10 @@ class SeedsStage:
 class EvalSeedsStage:
     method: str = "recam"
     split: str = "train"
-    threshold: Optional[float] = None  # fixed background threshold; None = 0.21 (recam) / 0.15 (cam)
-    sweep: list[float] = field(default_factory=lambda: [0.05, 0.60, 0.01])  # start, stop (inclusive), step
+    threshold: Optional[float] = None  # fixed background threshold in (0, 1); None = 0.21 (recam) / 0.15 (cam)
+    # start, stop (inclusive), step in (0, 1): the protocol's range (AdvCAM / ReCAM, spec §5.2); the wide
+    # [0.05, 0.60, 0.01] stays available (and the demo sweeps [0.05, 0.95, 0.01], its CAMs are broad)
+    sweep: list[float] = field(default_factory=lambda: [0.15, 0.34, 0.01])
 
 
 @dataclass
@@ -170,8 +201,7 @@ class IrLabelsStage:
 
 @dataclass
 class IrnStage:
-    """Inter-pixel relation network training (spec §6b)."""
-    seeds: str = "recam"           # train on ir_labels/<seeds>
+    """Inter-pixel relation network training (spec §6b); it trains on the ir_labels/ stage's labels."""
     split: str = "train_aug"
     val_split: Optional[str] = "val"  # val loss against affinity labels of the GT masks; null = none
     arch: str = "resnet50"
@@ -218,7 +248,9 @@ class MasksStage:
 class EvalMasksStage:
     method: str = "irn"
     split: str = "train"
-    sweep: list[float] = field(default_factory=lambda: [0.05, 0.60, 0.01])  # bg threshold sweep (irn scores)
+    # bg threshold sweep (irn scores): start, stop (inclusive), step in (0, 1); the protocol's range, as
+    # eval_seeds; [0.05, 0.60, 0.01] is the wide one
+    sweep: list[float] = field(default_factory=lambda: [0.15, 0.34, 0.01])
 
 
 @dataclass
@@ -231,6 +263,8 @@ class SegStage:
     gt_folder: str = "SegmentationClass"  # labels=gt: mask folder under dataset.root; SegmentationClassAug + gt_split=train_aug = deeplab-pytorch's setting
     arch: str = "deeplabv2_resnet101"  # deeplabv2_resnet18/34/50/101/152 | deeplabv3_resnet50 | deeplabv3_resnet101
     pretrained: str = "imagenet"   # backbone: imagenet | none | cam (the cam stage's backbone) | a state_dict path
+    #                                | advcam:<path> (the published caffe-layout ResNet-101 DeepLab init, recam/models/advcam.py)
+    loss: str = "ce"               # ce (reference) | balanced (mean of the bg and fg pixel CEs, CLIMS / CLIP-ES)
     output_stride: int = 8         # 8 (reference) | 16 (deeplabv2 only)
     msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # multi-scale inputs; [] = none
     fixed_bn: bool = True          # BN in eval mode, BN parameters never updated (reference); false trains BN
@@ -260,6 +294,9 @@ class EvalSegStage:
     scales: list[float] = field(default_factory=lambda: [1.0])  # extra test scales (MSC already fuses 1/0.75/0.5)
     flip: bool = False             # the reference tests without flip
     crf: bool = True               # also score dense-CRF refined predictions (the paper's 68.5 is with CRF)
+    # the image the CRF's bilateral kernel sees, for miou_crf: clean (the RGB image) | reference (deeplab-pytorch's
+    # mean-subtracted BGR image cast to uint8, spec §7.3); both are scored and reported
+    crf_image: str = "clean"
 
 
 @dataclass

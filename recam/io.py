@@ -65,7 +65,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
                               "folder's permissions and re-run: finished files are kept and the stage resumes") from err
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` of this host still runs."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -89,7 +90,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, other_host_age_s: float 
             continue
         host, pid = parts[1], int(parts[2])
         try:
-            stale = (not _pid_alive(pid)) if host == _HOST else time.time() - tmp.stat().st_mtime > other_host_age_s
+            stale = (not pid_alive(pid)) if host == _HOST else time.time() - tmp.stat().st_mtime > other_host_age_s
             if stale:
                 tmp.unlink()
                 removed += 1
@@ -195,9 +196,46 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
         raise RecamInputError(f"recam: image {path} is unreadable or corrupt ({err})") from err
 
 
+def link_file(link: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make `link` a symlink to `target` (absolute), atomically (temporary link + `os.replace`);
+    nothing is written when it already points there. The VOC-layout views of dataset=coco14 and
+    dataset=folder are made of these, so no image is copied."""
+    link, target = Path(link), Path(target).resolve()
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return
+    tmp = link.with_name(f"{link.name}.{_HOST}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.symlink(target, tmp)
+    os.replace(tmp, link)
+
+
 def save_jpeg(path: str | os.PathLike, image: np.ndarray, quality: int = 95) -> None:
     pil = Image.fromarray(np.asarray(image, dtype=np.uint8), mode="RGB")
     atomic_write_with(path, lambda buf: pil.save(buf, format="JPEG", quality=quality))
+
+
+def readable(path: str | os.PathLike) -> bool:
+    """Whether a finished per-image artifact is there and loads completely (`.npz`: every array,
+    which checks the zip CRCs; `.png`/`.jpg`: a full decode; `.json`: parses). A resumed stage
+    redoes the files for which this is False, so a file damaged by a crash or a disk is not kept."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                for name in z.files:
+                    z[name]
+        elif path.suffix in (".png", ".jpg", ".jpeg"):
+            with Image.open(path) as image:
+                image.verify()   # chunk CRCs (a PNG cut short can still decode)
+            with Image.open(path) as image:
+                image.load()
+        elif path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        return True
+    except Exception:  # any decoder error means the same here: the file must be made again
+        return False
 
 
 def fingerprint(path: str | os.PathLike) -> str:

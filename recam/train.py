@@ -1,4 +1,9 @@
-"""Entry point: `python -m recam.train stage=<name> dataset=<voc12|synthetic> key=value ...`."""
+"""Entry point: `python -m recam.train stage=<name> dataset=<voc12|synthetic> key=value ...`.
+
+Exit codes: 0 done; 2 bad input (one `recam:` line: a value out of range, a missing file, a stage
+run before its inputs, or a command line Hydra could not compose - Hydra's own message first);
+anything else is a bug of ours and keeps its traceback.
+"""
 from __future__ import annotations
 
 import logging
@@ -6,28 +11,55 @@ import sys
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from recam.config import Config, register_configs
+from recam.engine.progress import close_all
 from recam.errors import RecamInputError
 from recam.pipeline import run_stage
 
 log = logging.getLogger("recam")
 
+COMPOSE_HINT = ("recam: the command line could not be composed into a config (Hydra's message above: an unknown "
+                "key, a wrong type or an unknown option of a config group) - fix that override; "
+                "`python -m recam.train --help` lists the groups and `--cfg job` prints the config")
+_task_started = False
+
 
 def to_config(cfg: DictConfig) -> Config:
-    """Validate and convert the composed Hydra config to the typed `Config` (once, at the entry)."""
-    return OmegaConf.to_object(cfg)
+    """Validate the types and convert the composed Hydra config to the typed `Config` (once, here)."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", "") or "?"
+        message = str(err).splitlines()[0]
+        raise RecamInputError(f"recam: config key {key} is not valid ({message}) - set it on the command line, "
+                              f"e.g. {key}=<value>") from err
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    global _task_started
+    _task_started = True
     try:
         run_stage(to_config(cfg))
     except RecamInputError as err:
+        close_all()   # every progress bar's line ends before the error line
         log.error("%s", err)
         sys.exit(2)
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Run `main`; a failure of Hydra's own composition (before our task starts) ends with our line, code 2."""
     register_configs()
-    main()
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code not in (0, None, 2) and not _task_started:
+            print(COMPOSE_HINT, file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    entry()

@@ -60,8 +60,11 @@ def compose_config(overrides: list[str]):
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
-    """Overrides for a tiny synthetic experiment in a session temp folder (debug=tiny)."""
-    base = tmp_path_factory.mktemp("tiny")
+    """Overrides for a tiny synthetic experiment in a session temp folder (debug=tiny).
+
+    RECAM_TINY_BASE=<folder> keeps it there across sessions instead (development: `stage=all` then
+    finds every stage up to date and takes seconds)."""
+    base = Path(os.environ["RECAM_TINY_BASE"]) if os.environ.get("RECAM_TINY_BASE") else tmp_path_factory.mktemp("tiny")
     return [f"run.root={base / 'outputs'}", "run.name=tiny", f"dataset.root={base / 'data' / 'VOC2012'}",
             "dataset=synthetic", "debug=tiny"]
 

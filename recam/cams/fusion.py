@@ -97,6 +97,10 @@ def fuse_scales(
 
     low_size = strided_size(height, width, CAM_STRIDE)
     up_size = padded_up_size(height, width, NET_STRIDE)
+    if keys.numel() == 0:
+        # An image without labels (COCO's 702 unannotated train images, spec §11.5): empty maps, as
+        # the guard of the reference's step_coco/make_recam writes; interpolate rejects 0 channels.
+        return {"cam": first.new_zeros((0, *low_size)), "high_res": first.new_zeros((0, height, width))}
     # Sum through stack + sum, as the reference does, so the addition order (and the float
     # rounding) is the same.
     cam = torch.stack(

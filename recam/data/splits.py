@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.data.voc12 import (
     DOWNLOAD_HINT,
@@ -153,11 +153,14 @@ def derive_splits(root: str | os.PathLike, sbd_root: str | os.PathLike | None = 
     return splits
 
 
-def derive_labels(root: str | os.PathLike, ids: Sequence[str], class_names: Sequence[str]) -> np.ndarray:
+def derive_labels(root: str | os.PathLike, ids: Sequence[str], class_names: Sequence[str],
+                  unknown_classes: str = "ignore") -> np.ndarray:
     """Image-level labels from `<root>/Annotations/<id>.xml` (spec §1.3, the XML route).
 
     Returns (N, K) uint8 multi-hot, row i for ids[i], column k for class_names[k]. All missing
-    XML files are reported together in one error before any parsing.
+    XML files are reported together in one error before any parsing. An object name that is not a
+    class: `unknown_classes="fail"` stops with one line naming the file and the name; "ignore" sets
+    no bit (the reference) and logs how many there were.
     """
     folder = Path(root) / "Annotations"
     if not folder.is_dir():
@@ -170,8 +173,19 @@ def derive_labels(root: str | os.PathLike, ids: Sequence[str], class_names: Sequ
             f"{annotation_path(root, missing[0])}; {_quote(missing)}) - image labels come from these XML files; "
             f"unpack the complete VOC2012 trainval tar ({DOWNLOAD_HINT}).")
     labels = np.zeros((len(ids), len(class_names)), dtype=np.uint8)
-    for i, image_id in enumerate(tqdm(ids, desc="prepare: labels", leave=False, disable=None)):
-        labels[i] = labels_from_xml(annotation_path(root, image_id), class_names)
+    ignored = 0
+    for i, image_id in enumerate(progress(ids, desc="prepare: labels", leave=False, disable=None)):
+        unknown: list[str] = []
+        labels[i] = labels_from_xml(annotation_path(root, image_id), class_names, unknown)
+        if unknown and unknown_classes == "fail":
+            raise RecamInputError(
+                f"recam: annotation {annotation_path(root, image_id)} names class {unknown[0]!r}, not one of the "
+                f"{len(class_names)} classes ({', '.join(class_names[:4])}, ...) - fix the XML, add the class to "
+                f"{Path(root) / 'class_names.txt'}, or set dataset.unknown_classes=ignore (the reference's rule)")
+        ignored += len(unknown)
+    if ignored:
+        log.warning("prepare: %d object names in the annotations are not classes and set no label "
+                    "(dataset.unknown_classes=ignore)", ignored)
     return labels
 
 
@@ -293,7 +307,7 @@ def find_bad_images(root: str | os.PathLike, ids: Sequence[str], mode: str = "de
         return {}
     paths = [image_path(root, i) for i in ids]
     with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool:
-        problems = list(tqdm(pool.map(lambda p: _image_problem(p, mode == "decode"), paths), total=len(paths),
+        problems = list(progress(pool.map(lambda p: _image_problem(p, mode == "decode"), paths), total=len(paths),
                              desc="check images", unit="img", dynamic_ncols=True))
     return {i: why for i, why in zip(ids, problems) if why is not None}
 
@@ -313,6 +327,43 @@ def drop_bad_images(splits: dict[str, list[str]], bad: Mapping[str, str], root: 
     return {split: [i for i in split_ids if i not in bad] for split, split_ids in splits.items()}
 
 
+# The reference's VOC 2012 statistics (pipeline-spec §1.1, §1.3; ../shared/reference/voc12): list
+# sizes and per-class positive counts in VOC class order, to check a user's download against.
+VOC12_SIZES = {"train": 1464, "val": 1449, "train_aug": 10582}
+VOC12_COUNTS = {
+    "train": [88, 65, 105, 78, 87, 78, 128, 131, 148, 64, 82, 121, 68, 81, 442, 82, 63, 93, 83, 84],
+    "train_aug": [590, 504, 705, 468, 714, 393, 1150, 1005, 1228, 267, 613, 1188, 445, 492, 4155, 522, 300, 649,
+                  503, 567],
+    "val": [90, 79, 103, 72, 96, 74, 127, 119, 123, 71, 75, 128, 79, 76, 445, 85, 57, 90, 84, 74],
+}
+
+
+def compare_with_reference(stats: Mapping[str, Any], sizes: Mapping[str, int],
+                           counts: Mapping[str, Sequence[int]] | None = None) -> dict[str, Any]:
+    """Compare the derived list sizes (and per-class counts) with the reference's; log each difference.
+
+    Returns {"matches": bool, "differences": [one line per difference]}. A difference is a warning,
+    not an error: a newer devkit or a custom SBD list is allowed, but the numbers of the paper are
+    then not expected.
+    """
+    counts = VOC12_COUNTS if counts is None else counts
+    differences = []
+    for split, expected in sizes.items():
+        got = stats["splits"].get(split, {}).get("images")
+        if got != expected:
+            differences.append(f"{split}: {got} images, the reference has {expected}")
+        elif split in counts:
+            per_class = list(stats["splits"][split]["per_class"].values())
+            if per_class != list(counts[split]):
+                names = list(stats["splits"][split]["per_class"])
+                k = next(i for i, (a, b) in enumerate(zip(per_class, counts[split])) if a != b)
+                differences.append(f"{split}: {per_class[k]} images labelled {names[k]}, the reference has "
+                                   f"{counts[split][k]}")
+    for line in differences:
+        log.warning("prepare: %s - results will not be comparable with the paper's", line)
+    return {"matches": not differences, "differences": differences}
+
+
 def prepare_voc12(
     root: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -320,6 +371,8 @@ def prepare_voc12(
     sbd_root: str | os.PathLike | None = None,
     check_images: str = "none",
     bad_images: str = "fail",
+    unknown_classes: str = "ignore",
+    reference_sizes: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The `prepare` stage's work on a VOC-layout root: lists + XML labels -> files in `out_dir`.
 
@@ -336,14 +389,21 @@ def prepare_voc12(
     bad = find_bad_images(root, ids, check_images)
     splits = drop_bad_images(splits, bad, root, bad_images)
     ids = [i for i in ids if i not in bad]
-    labels = derive_labels(root, ids, class_names)
+    empty = [split for split in LABELLED_SPLITS if not splits[split]]
+    if empty:
+        raise RecamInputError(f"recam: split {empty[0]} of {root} has no images left"
+                              f"{' after leaving out the bad ones' if bad else ''} - check "
+                              f"{Path(root) / 'ImageSets' / 'Segmentation'} and the images")
+    labels = derive_labels(root, ids, class_names, unknown_classes)
     stats = write_prepared(out_dir, splits, ids, labels, class_names)
     if bad:   # label_stats.json keeps the reference statistics; the left-out images are reported beside
         write_json(Path(out_dir) / "bad_images.json", bad)
     stats = {**stats, "bad_images": dict(bad)}
-    no_label = stats["splits"]["train_aug"]["no_label"]
-    if no_label:
-        log.warning("%d train_aug images have no label of %d classes; they give the classifier only negatives",
-                    no_label, len(class_names))
+    for split in LABELLED_SPLITS:
+        if no_label := stats["splits"][split]["no_label"]:
+            log.warning("%d of %d %s images have no label of %d classes; they give the classifier only negatives "
+                        "and get no seed", no_label, len(splits[split]), split, len(class_names))
+    if reference_sizes is not None:
+        stats["reference_check"] = compare_with_reference(stats, reference_sizes)
     log.info("prepared %s", ", ".join(f"{split} {len(split_ids)}" for split, split_ids in splits.items()))
     return stats

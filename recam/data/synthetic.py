@@ -39,7 +39,7 @@ from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.errors import RecamInputError
 from recam.io import read_json, save_jpeg, save_label_png, write_json, write_text
@@ -884,16 +884,16 @@ def generate_synthetic(root: str | Path, params: SyntheticParamsLike, overwrite:
     tasks = [(root, image_id, wanted["seed"], index, wanted["min_size"], wanted["max_size"], image_id not in val_ids)
              for index, image_id in enumerate(all_ids)]
     workers = _auto_workers(len(tasks)) if workers is None else workers
-    progress = dict(total=len(tasks), desc="prepare synthetic", leave=False)
+    bar = dict(total=len(tasks), desc="prepare synthetic", leave=False)
     if workers <= 1:
-        records = [_make_one(task) for task in tqdm(tasks, **progress)]
+        records = [_make_one(task) for task in progress(tasks, **bar)]
     else:
         # Spawned processes: drawing is many small numpy ops that hold the GIL, so threads do not
         # scale; spawn (not fork) because the caller may already hold torch's threads. Each image
         # depends only on (seed, index), so the bytes do not depend on the worker count.
         context = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            records = list(tqdm(pool.map(_make_one, tasks, chunksize=8), **progress))
+            records = list(progress(pool.map(_make_one, tasks, chunksize=8), **bar))
 
     lists = root / "ImageSets" / "Segmentation"
     write_text(lists / "train.txt", "".join(f"{i}\n" for i in ids["train"]))
@@ -934,3 +934,85 @@ __all__ = [
     "CLASS_NAMES", "PART_NAMES", "VERSION", "SyntheticObject", "SyntheticSample", "add_ignore_band",
     "annotation_xml", "generate_synthetic", "image_ids", "render_sample", "sample_classes",
 ]
+
+
+# --- The same images as a COCO-format set (dataset=coco14 tests and smoke runs) ---------------------
+
+# Synthetic class k (1-based) -> a COCO category id of spec §11.2 (disc->person, ..., boat->boat,
+# kite->kite, horse->horse, bird->bird); the names do not matter, the ids exercise the 91->80 map.
+SYNTHETIC_COCO_IDS: tuple[int, ...] = (1, 2, 3, 9, 38, 19, 4, 90)
+
+
+def uncompressed_rle(mask: np.ndarray) -> dict[str, Any]:
+    """COCO's uncompressed RLE of a binary (H, W) mask: run lengths of the column-major pixels,
+    starting with a (possibly empty) run of zeros."""
+    flat = np.asarray(mask, dtype=np.uint8).flatten(order="F")
+    changes = np.flatnonzero(np.diff(np.concatenate([[0], flat, [1 - flat[-1] if flat.size else 0]])))
+    counts = np.diff(np.concatenate([[0], changes])).tolist()
+    return {"size": [int(mask.shape[0]), int(mask.shape[1])], "counts": [int(c) for c in counts]}
+
+
+def coco_annotations(sample: SyntheticSample, image_id: int, first_ann_id: int, index: int) -> list[dict[str, Any]]:
+    """COCO annotations of one synthetic image: one per class present, its pixels as compressed RLE
+    (even classes) or uncompressed RLE (odd); every 3rd image adds a polygon (the first object's
+    box) and every 5th a crowd RLE over the first object's box. Areas are pixel counts."""
+    from pycocotools import mask as mask_utils
+
+    anns = []
+    for class_id in sorted(int(c) for c in np.unique(sample.label) if c not in (0, IGNORE)):
+        binary = sample.label == class_id
+        if class_id % 2 == 0:
+            rle = mask_utils.encode(np.asfortranarray(binary.astype(np.uint8)))
+            segmentation: Any = {"size": rle["size"], "counts": rle["counts"].decode()}
+        else:
+            segmentation = uncompressed_rle(binary)
+        anns.append({"category_id": SYNTHETIC_COCO_IDS[class_id - 1], "iscrowd": 0, "segmentation": segmentation,
+                     "area": float(binary.sum())})
+    if sample.objects and index % 3 == 0:
+        first = sample.objects[0]
+        x0, y0, x1, y1 = first.bbox[0] - 1, first.bbox[1] - 1, first.bbox[2], first.bbox[3]   # VOC 1-based -> edges
+        anns.append({"category_id": SYNTHETIC_COCO_IDS[first.class_id - 1], "iscrowd": 0,
+                     "segmentation": [[float(v) for v in (x0, y0, x1, y0, x1, y1, x0, y1)]],
+                     "area": float((x1 - x0) * (y1 - y0))})
+    if sample.objects and index % 5 == 0:
+        first = sample.objects[0]
+        box = np.zeros(sample.label.shape, dtype=np.uint8)
+        box[first.bbox[1] - 1:first.bbox[3], first.bbox[0] - 1:first.bbox[2]] = 1
+        anns.append({"category_id": SYNTHETIC_COCO_IDS[first.class_id - 1], "iscrowd": 1,
+                     "segmentation": uncompressed_rle(box), "area": float(box.sum())})
+    for k, ann in enumerate(anns):
+        ann.update(id=first_ann_id + k, image_id=image_id, bbox=[0.0, 0.0, 0.0, 0.0])
+    return anns
+
+
+def generate_synthetic_coco(root: str | Path, params: SyntheticParamsLike) -> dict[str, Any]:
+    """Write the synthetic images in the COCO 2014 layout under `root` (spec §11.1).
+
+    train2014/ holds n_train + n_extra images, val2014/ n_val, named COCO_<split>_%012d.jpg with
+    ids 1, 2, ...; annotations/instances_<split>2014.json lists them in descending id order (the
+    pipeline must sort) with polygon, compressed and uncompressed RLE and crowd annotations
+    (`coco_annotations`). The first train image keeps no annotation (spec §11.5). Returns
+    {"root", "images": {split: n}, "annotations": {split: n}}.
+    """
+    root = Path(root)
+    values = params_dict(params)
+    _check(params, root)
+    counts = {"train2014": values["n_train"] + values["n_extra"], "val2014": values["n_val"]}
+    categories = [{"id": c, "name": name} for c, name in zip(SYNTHETIC_COCO_IDS, CLASS_NAMES)]
+    result: dict[str, Any] = {"root": root, "images": counts, "annotations": {}}
+    index = 0
+    for split, count in counts.items():
+        images, annotations = [], []
+        for image_id in range(1, count + 1):
+            sample = render_sample(values["seed"], index, values["min_size"], values["max_size"])
+            name = f"COCO_{split}_{image_id:012d}.jpg"
+            save_jpeg(root / split / name, sample.image, quality=95)
+            height, width = sample.label.shape
+            images.append({"id": image_id, "file_name": name, "height": height, "width": width})
+            if not (split == "train2014" and image_id == 1):
+                annotations += coco_annotations(sample, image_id, len(annotations) + 1, index)
+            index += 1
+        write_json(root / "annotations" / f"instances_{split}.json",
+                   {"images": images[::-1], "annotations": annotations, "categories": categories})
+        result["annotations"][split] = len(annotations)
+    return result

@@ -78,10 +78,16 @@ def read_id_list(path: str | os.PathLike, *, hint: str | None = None) -> list[st
         tokens = line.split()
         if tokens:
             ids.append(_id_from_token(tokens[0]))
+    if len(set(ids)) != len(ids):
+        seen: set[str] = set()
+        repeated = [i for i in ids if i in seen or seen.add(i)]
+        raise RecamInputError(f"recam: id list {path} repeats {len(repeated)} ids (e.g. {repeated[0]}) - each image "
+                              "may appear once; remove the repeated lines")
     return ids
 
 
-def labels_from_xml(xml_path: str | os.PathLike, class_names: Sequence[str]) -> np.ndarray:
+def labels_from_xml(xml_path: str | os.PathLike, class_names: Sequence[str],
+                    unknown: list[str] | None = None) -> np.ndarray:
     """Multi-hot image label of one VOC annotation file (spec §1.3).
 
     Returns (K,) uint8 with K = len(class_names): bit k is 1 when some `<object>` has a direct
@@ -89,7 +95,8 @@ def labels_from_xml(xml_path: str | os.PathLike, class_names: Sequence[str]) -> 
     objects count, as in the reference. Person-layout parts (`<object><part><name>head`) and the
     `<owner><name>` of old annotations are not object names and never count; the reference took
     every `<name>` element and relied on those not being class names, which gives the same bits.
-    Unknown object names are ignored.
+    Unknown object names set no bit (as in the reference); they are appended to `unknown` when
+    a list is given, so `prepare` can name them.
     """
     xml_path = Path(xml_path)
     index = {name: k for k, name in enumerate(class_names)}
@@ -105,6 +112,8 @@ def labels_from_xml(xml_path: str | os.PathLike, class_names: Sequence[str]) -> 
             k = index.get((name.text or "").strip())
             if k is not None:
                 label[k] = 1
+            elif unknown is not None:
+                unknown.append((name.text or "").strip())
     return label
 
 
@@ -148,3 +157,21 @@ def load_image(root: str | os.PathLike, image_id: str) -> np.ndarray:
 def load_mask(root: str | os.PathLike, image_id: str) -> np.ndarray:
     """Read `<root>/SegmentationClass/<id>.png` as raw uint8 class indices (H, W)."""
     return load_label_png(mask_path(root, image_id))
+
+
+def load_gt(root: str | os.PathLike, image_id: str, *, num_classes: int,
+            size: tuple[int, int] | None = None) -> np.ndarray:
+    """`load_mask`, checked as every stage that reads ground truth needs it: values 0..num_classes
+    (background + classes) or 255 (void), and, when `size` (H, W) is given, the image's size.
+    One RecamInputError line naming the file otherwise."""
+    path = mask_path(root, image_id)
+    mask = load_label_png(path)
+    values = np.unique(mask)
+    bad = values[(values > num_classes) & (values != 255)]
+    if bad.size:
+        raise RecamInputError(f"recam: ground-truth mask {path} has class ids {bad[:8].tolist()} - the dataset has "
+                              f"{num_classes} classes (ids 0..{num_classes}, 255 = void); fix or remove the mask")
+    if size is not None and tuple(mask.shape) != tuple(size):
+        raise RecamInputError(f"recam: ground-truth mask {path} is {mask.shape[0]}x{mask.shape[1]} but its image is "
+                              f"{size[0]}x{size[1]} - masks must have their image's size; re-make the mask")
+    return mask

@@ -5,7 +5,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.eval.metrics import average_precision
 
@@ -17,7 +17,7 @@ def evaluate_classifier(model: nn.Module, loader: torch.utils.data.DataLoader, d
     the reference prints the val BCE; mAP is ours, a quality figure that does not depend on a
     threshold)."""
     scores, labels, loss_sum, seen = [], [], 0.0, 0
-    for i, batch in enumerate(tqdm(loader, desc="validate", leave=False, dynamic_ncols=True)):
+    for i, batch in enumerate(progress(loader, desc="validate", leave=False, dynamic_ncols=True)):
         if max_batches is not None and i >= max_batches:
             break
         logits = model(batch["image"].to(device))["logits"].float()

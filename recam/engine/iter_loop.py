@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.data import Sampler
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from recam.engine.distributed import barrier, is_main, unwrap, world_size, wrap_ddp
@@ -127,7 +127,7 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
     ranks = world_size()
     model.train()
     stream = iter(batches(start * iter_size))
-    bar = tqdm(total=iterations, initial=start, desc=desc, dynamic_ncols=True, disable=not is_main())
+    bar = progress(total=iterations, initial=start, desc=desc, dynamic_ncols=True, disable=not is_main())
     started, seen = time.time(), 0
     window: dict[str, float] = {}
     window_updates = 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from recam.engine.distributed import barrier, is_main, mean_over_ranks, unwrap, wrap_ddp
@@ -91,15 +91,18 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
     model = wrap_ddp(bare, device)
     ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     global_step = start_epoch * n_steps
+    loader_seed = loader.generator.initial_seed() if loader.generator is not None else 0
     for epoch in range(start_epoch, epochs):
         if hasattr(loader.dataset, "set_epoch"):
             loader.dataset.set_epoch(epoch)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
+        if loader.generator is not None:   # worker seeds of (seed, epoch): the same in a resumed run
+            loader.generator.manual_seed(loader_seed + epoch)
         model.train()
         sums: dict[str, float] = {}
         seen, started = 0, time.time()
-        bar = tqdm(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+        bar = progress(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
                    disable=not is_main())
         for step, batch in enumerate(loader):
             if step >= n_steps:

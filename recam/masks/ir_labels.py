@@ -66,6 +66,10 @@ def ir_label(
     Returns (H, W) uint8: 0 confident background, k+1 confident class k, 255 unsure.
     """
     keys = np.asarray(keys, dtype=np.int64)
+    if keys.size == 0:
+        # An image without labels (COCO's unannotated images): all confident background, without a
+        # CRF, as step_coco/cam_to_ir_label writes it (spec §11.5, §11.10).
+        return np.zeros(image.shape[:2], dtype=np.uint8)
     lookup = np.concatenate([[0], keys + 1])  # K': CRF label index -> label value
     refined = {}
     for name, threshold in (("fg", fg_threshold), ("bg", bg_threshold)):

@@ -50,7 +50,8 @@ def displacement_target(path_index: PathIndex, *, dtype: torch.dtype = torch.flo
 
 
 def irn_losses(edge_logits: Tensor, dp: Tensor, bg_pos: Tensor, fg_pos: Tensor, neg: Tensor,
-               path_index: PathIndex, *, path_indices: Sequence[Tensor] | None = None) -> dict[str, Tensor]:
+               path_index: PathIndex, *, path_indices: Sequence[Tensor] | None = None,
+               counts: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
     """The four IRN losses, their total and the per-pair maps (spec §6b; golden irn_forward_losses).
 
     edge_logits: (B, 1, h, w); dp: (B, 2, h, w) displacement (channel 0 = y, 1 = x);
@@ -62,6 +63,11 @@ def irn_losses(edge_logits: Tensor, dp: Tensor, bg_pos: Tensor, fg_pos: Tensor, 
     (pos + neg)/2 + (dp_fg + dp_bg)/2, and the maps "aff", "pos_aff_loss_map",
     "neg_aff_loss_map" (B, n_dirs, n_src), "pair_disp", "dp_fg_loss_map", "dp_bg_loss_map"
     (B, 2, n_dirs, n_src), "disp_target" (1, 2, n_dirs, 1). Sums run over the whole batch.
+
+    counts: the label counts {"bg_pos", "fg_pos", "neg"} to divide by instead of this batch's own.
+    Under torchrun the stage passes each count's mean over the ranks: DDP then averages
+    sum_r / mean_r(count) over the ranks, which is sum / count over the whole global batch, as in
+    one process (a per-rank mean would weigh a rank with few pairs like one with many).
     """
     aff = edge_to_affinity(torch.sigmoid(edge_logits), path_index, path_indices=path_indices)
     labels = {"bg_pos": bg_pos, "fg_pos": fg_pos, "neg": neg}
@@ -77,9 +83,11 @@ def irn_losses(edge_logits: Tensor, dp: Tensor, bg_pos: Tensor, fg_pos: Tensor, 
     dp_fg_map = torch.abs(pair_disp - target)
     dp_bg_map = torch.abs(pair_disp)
 
-    bg_sum, fg_sum = bg_pos.sum(), fg_pos.sum()
+    bg_sum, fg_sum, neg_sum = bg_pos.sum(), fg_pos.sum(), neg.sum()
+    if counts is not None:
+        bg_sum, fg_sum, neg_sum = counts["bg_pos"], counts["fg_pos"], counts["neg"]
     pos_aff_loss = ((bg_pos * pos_map).sum() / (bg_sum + EPS)) / 2 + ((fg_pos * pos_map).sum() / (fg_sum + EPS)) / 2
-    neg_aff_loss = (neg * neg_map).sum() / (neg.sum() + EPS)
+    neg_aff_loss = (neg * neg_map).sum() / (neg_sum + EPS)
     # The labels broadcast over the 2 displacement channels, hence the 2 in the denominators.
     dp_fg_loss = (dp_fg_map * fg_pos.unsqueeze(1)).sum() / (2 * fg_sum + EPS)
     dp_bg_loss = (dp_bg_map * bg_pos.unsqueeze(1)).sum() / (2 * bg_sum + EPS)

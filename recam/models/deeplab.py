@@ -16,10 +16,11 @@ list of logit maps [full, one per scale, pixel-wise max], in eval the max-fused 
 With fixed BN (the reference: BN in eval mode, BN parameters in no optimizer group) every
 BatchNorm uses its running statistics and its parameters do not require gradients.
 
-Deviation (spec §7.4): the reference's backbone is the caffe-layout ResNet-101 with the AdvCAM
-ImageNet weights (stride on each block's first 1x1 conv, BGR input with mean subtraction only).
-Those weights cannot be had here; we use torchvision's v1.5 layout (stride on the 3x3 conv) with
-its ImageNet weights and RGB mean/std input, which shifts results a little.
+Deviation (spec §7.4), by default: the reference's backbone is the caffe-layout ResNet-101 with the
+AdvCAM ImageNet weights (stride on each block's first 1x1 conv, BGR input with mean subtraction only);
+we default to torchvision's v1.5 layout (stride on the 3x3 conv) with its ImageNet weights and RGB
+mean/std input, which shifts results a little. `seg.pretrained=advcam:<path>` gives the published
+hand-off exactly (recam/models/advcam.py).
 """
 from __future__ import annotations
 
@@ -33,11 +34,13 @@ from torchvision.models.resnet import BasicBlock, Bottleneck
 from torchvision.models.segmentation import deeplabv3_resnet50, deeplabv3_resnet101
 
 from recam.errors import RecamInputError
+from recam.models.advcam import PREFIX as ADVCAM_PREFIX, load_advcam, to_caffe_strides
 from recam.models.backbone import RESNET_BUILDERS, Backbone, FixedBatchNorm2d, freeze_bn_stats, load_pretrained
 
 ASPP_RATES = (6, 12, 18, 24)
 MSC_SCALES = (0.5, 0.75)
 SEG_OUTPUT_STRIDES = (8, 16)
+LAYOUTS = ("torchvision", "caffe")
 
 
 class ASPP(nn.Module):
@@ -182,14 +185,20 @@ def _fix_bn(model: nn.Module) -> None:
 
 
 def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_stride: int = 8,
-                    fixed_bn: bool = True, pretrained: str = "none") -> DeepLabV2:
+                    fixed_bn: bool = True, pretrained: str = "none", layout: str = "torchvision") -> DeepLabV2:
     """DeepLab-v2 on a torchvision ResNet (`arch` resnet18/34/50/101/152; the spec's is resnet101).
 
     output_stride 8 (spec): layer3 dilation 2, layer4 dilation 4; 16: layer4 dilation 2.
     fixed_bn: `FixedBatchNorm2d` with frozen parameters (spec) or trainable `nn.BatchNorm2d`
     (training from scratch). pretrained: "none" | "imagenet" | a state_dict path, loaded into
     the backbone strictly by `load_pretrained` (torchvision keys minus `fc.*`); ASPP stays random.
+    layout "caffe" (implied by pretrained "advcam:<path>", recam/models/advcam.py): the stride of
+    each downsampling block on its first 1x1 conv, the AdvCAM caffe-layout weights loaded.
     """
+    if pretrained.startswith(ADVCAM_PREFIX):
+        layout = "caffe"
+    if layout not in LAYOUTS:
+        raise RecamInputError(f"recam: layout={layout!r} - use one of {list(LAYOUTS)}")
     if arch not in RESNET_BUILDERS:
         raise RecamInputError(f"recam: seg.arch=deeplabv2_{arch} - the backbone must be one of {sorted(RESNET_BUILDERS)}")
     if output_stride not in SEG_OUTPUT_STRIDES:
@@ -203,8 +212,13 @@ def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_st
         dilate_layer(resnet.layer4, 4)
     else:
         dilate_layer(resnet.layer4, 2)
+    if layout == "caffe":
+        to_caffe_strides([resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4])
     backbone = Backbone(resnet, freeze_upto="none")
-    load_pretrained(backbone, pretrained, arch=arch)
+    if pretrained.startswith(ADVCAM_PREFIX):
+        load_advcam(backbone, pretrained)
+    else:
+        load_pretrained(backbone, pretrained, arch=arch)
     model = DeepLabV2(backbone, num_classes)
     if fixed_bn:
         _fix_bn(model)
@@ -212,7 +226,7 @@ def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_st
 
 
 def build_deeplabv3(*, arch: str = "resnet101", num_classes: int = 21, output_stride: int = 8,
-                    fixed_bn: bool = True, pretrained: str = "none") -> TorchvisionDeepLabV3:
+                    fixed_bn: bool = True, pretrained: str = "none", layout: str = "torchvision") -> TorchvisionDeepLabV3:
     """torchvision's DeepLabV3 (ASPP with image pooling, BN head), `arch` resnet50 or resnet101,
     no aux head. output_stride must be 8 (torchvision's dilation). fixed_bn swaps every BN for
     `FixedBatchNorm2d` with frozen parameters (the head's BN then keeps its initial identity
@@ -222,6 +236,9 @@ def build_deeplabv3(*, arch: str = "resnet101", num_classes: int = 21, output_st
         raise RecamInputError(f"recam: seg.arch=deeplabv3_{arch} - torchvision's DeepLabV3 comes with {sorted(builders)}")
     if output_stride != 8:
         raise RecamInputError(f"recam: seg.output_stride={output_stride} - torchvision's DeepLabV3 has output stride 8")
+    if layout != "torchvision" or pretrained.startswith(ADVCAM_PREFIX):
+        raise RecamInputError("recam: seg.pretrained=advcam:... (caffe layout) is a DeepLab-v2 init - use "
+                              "seg.arch=deeplabv2_resnet101")
     model = TorchvisionDeepLabV3(builders[arch](weights=None, weights_backbone=None, num_classes=num_classes,
                                                 aux_loss=False))
     load_pretrained(model.backbone, pretrained, arch=arch)
@@ -239,12 +256,14 @@ SEG_MODELS: dict[str, Callable[..., nn.Module]] = {
 
 
 def build_seg_model(*, name: str, num_classes: int, output_stride: int = 8, fixed_bn: bool = True,
-                    pretrained: str = "none", msc_scales: Sequence[float] = MSC_SCALES) -> MSC:
-    """`MSC(SEG_MODELS[name](...), msc_scales)`; num_classes counts background (21 on VOC)."""
+                    pretrained: str = "none", msc_scales: Sequence[float] = MSC_SCALES,
+                    layout: str = "torchvision") -> MSC:
+    """`MSC(SEG_MODELS[name](...), msc_scales)`; num_classes counts background (21 on VOC);
+    layout: torchvision (v1.5 strides) | caffe (the AdvCAM file's, see recam/models/advcam.py)."""
     if name not in SEG_MODELS:
         raise RecamInputError(f"recam: seg.arch={name} is not supported - use one of {sorted(SEG_MODELS)}")
     base = SEG_MODELS[name](num_classes=num_classes, output_stride=output_stride, fixed_bn=fixed_bn,
-                            pretrained=pretrained)
+                            pretrained=pretrained, layout=layout)
     return MSC(base, msc_scales)
 
 

@@ -1,7 +1,6 @@
 """The ReCAM training network: the CAM classifier plus the SCE class predictor V (spec §3)."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 

@@ -17,6 +17,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from recam.masks.crf import DEEPLAB_KERNELS, CrfKernels, crf_from_probs
+from recam.models.advcam import CAFFE_BGR_MEAN
+
+CRF_IMAGES = ("clean", "reference")
 
 
 @torch.no_grad()
@@ -55,3 +58,12 @@ def crf_labels(image: np.ndarray, probs: np.ndarray, kernels: CrfKernels = DEEPL
     (wrapped values); we give the bilateral kernel the clean RGB image. Kernels: spec §7.1.
     """
     return crf_from_probs(image, probs, kernels=kernels).argmax(axis=0).astype(np.uint8)
+
+
+def reference_crf_image(image: np.ndarray) -> np.ndarray:
+    """The image deeplab-pytorch's CRF pass sees (spec §7.3): RGB uint8 (H, W, 3) -> BGR, minus the
+    caffe mean (104.008, 116.669, 122.675), cast to uint8. The cast truncates toward zero and wraps
+    modulo 256 (what numpy's float->uint8 cast does on x86 for these values; written out here so
+    the result does not depend on the platform): 100 - 104.008 = -4.008 -> -4 -> 252."""
+    bgr = image[..., ::-1].astype(np.float32) - np.asarray(CAFFE_BGR_MEAN, dtype=np.float32)
+    return np.mod(np.trunc(bgr).astype(np.int64), 256).astype(np.uint8)

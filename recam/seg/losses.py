@@ -46,14 +46,33 @@ def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGN
     return total / count.clamp(min=1)
 
 
+def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
+                           count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
+    """Foreground/background-balanced cross-entropy (the CLIMS / CLIP-ES DeepLab option):
+    (mean CE over background pixels + mean CE over foreground pixels) / 2, `ignore_index` left out.
+
+    logits: (B, C, h, w); labels: (B, h, w) int64 in 0..C-1 or ignore_index. A part without pixels
+    adds 0 (so an all-background batch gives half the plain mean). Keeps pseudo masks dominated by
+    background from collapsing the network to background-only (the NaN / all-background reports).
+    """
+    per_pixel = F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="none")
+    valid = labels != ignore_index
+    parts = []
+    for mask in (valid & (labels == 0), valid & (labels > 0)):
+        count = count_over_ranks(mask.sum().float())
+        parts.append((per_pixel * mask).sum() / count.clamp(min=1))
+    return (parts[0] + parts[1]) / 2
+
+
 def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
-             count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
-    """Sum over the logit maps of `cross_entropy_ignore(map, labels nearest-resized to the map)`.
+             count_over_ranks: Callable[[Tensor], Tensor] = _same, balanced: bool = False) -> Tensor:
+    """Sum over the logit maps of `cross_entropy_ignore(map, labels nearest-resized to the map)`
+    (`balanced_cross_entropy` with balanced=True, seg.loss=balanced).
 
     outputs: one (B, C, h, w) map or the MSC training list [full, per-scale..., max];
     labels: (B, H, W) int64 at the input resolution (0..C-1, 255 ignored).
     """
     maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    return torch.stack([cross_entropy_ignore(m, resize_labels(labels, m.shape[-2:]), ignore_index,
-                                             count_over_ranks=count_over_ranks)
+    loss = balanced_cross_entropy if balanced else cross_entropy_ignore
+    return torch.stack([loss(m, resize_labels(labels, m.shape[-2:]), ignore_index, count_over_ranks=count_over_ranks)
                         for m in maps]).sum()

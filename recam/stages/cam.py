@@ -10,8 +10,8 @@ from recam.engine.evaluate import evaluate_classifier
 from recam.engine.loop import steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.io import markdown_table
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared, begin_stage,
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared,
                                  tensorboard_writer)
 
 
@@ -25,7 +25,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("cam")
     data = load_prepared(rundir, cfg.dataset)
     slice_ = config_slice(cfg, "dataset", "model", "cam", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     loader, val = classifier_loaders(cfg, data, stage, device)
     model = cam_net_from_config(cfg.model, len(data.class_names)).to(device)

@@ -22,9 +22,9 @@ from recam.cams.methods import TITLES
 from recam.config import Config, RunConfig
 from recam.errors import RecamInputError
 from recam.io import markdown_table, read_json
-from recam.pipeline import RunDir, config_slice, seed_everything
+from recam.engine.seeding import seed_everything
+from recam.rundir import RunDir, config_slice
 from recam.stages import eval_seeds, seeds
-from recam.stages.common import begin_stage
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "model", "seeds", "eval_seeds", "cam_methods")
     for name in ("seeds", "eval_seeds"):
         slice_[name] = {k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     nested = RunConfig(name=out.name, root=str(out.parent), inputs=inputs)
     rows, records = [], {}

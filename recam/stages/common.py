@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,11 +13,10 @@ from recam.config import Config, DatasetConfig, ModelConfig, RuntimeConfig, Trai
 from recam.data.datasets import ClassificationDataset
 from recam.data.splits import load_cls_labels
 from recam.data.voc12 import read_id_list
-from recam.engine.distributed import barrier, is_main, per_rank_batch, rank, world_size
+from recam.engine.distributed import is_main, per_rank_batch, rank, world_size
 from recam.errors import RecamInputError
 from recam.models.cam_net import CamNet, build_cam_net
-from recam.io import read_json, remove_stale_temporaries, write_json
-from recam.pipeline import RunDir, config_slice, is_up_to_date, stage_key
+from recam.rundir import RunDir, config_slice
 
 log = logging.getLogger(__name__)
 
@@ -48,36 +46,6 @@ def load_prepared(rundir: RunDir, dataset: DatasetConfig) -> Prepared:
     return Prepared(folder, labels, class_names, dataset.max_images)
 
 
-def begin_stage(rundir: RunDir, out: Path, slice_: dict, force: bool) -> dict | None:
-    """Start (or skip) a stage whose artifacts go to `out`; call it after every `rundir.require`.
-
-    - Finished with the same config slice and upstream fingerprints: returns the earlier results
-      (the caller returns them; nothing runs), unless `force`.
-    - Interrupted (no DONE) by a run with the same slice and inputs: returns None and leaves the
-      folder as it is, so the stage resumes (checkpoints, per-image files).
-    - Otherwise (finished or interrupted with another config or other inputs, or `force`): the
-      folder's files are stale; they are removed and the stage starts from scratch.
-    `started.json` records the key of the run that owns the folder. Under torchrun every rank
-    decides the same from the same files; rank 0 alone clears and writes, then all ranks meet.
-    """
-    if not force and is_up_to_date(out, slice_, rundir.used_inputs):
-        log.info("%s is up to date (same config and inputs) - skipping; run.force=true re-runs it", out)
-        return read_json(out / "results.json") if (out / "results.json").is_file() else {}
-    key = stage_key(slice_, rundir.used_inputs)
-    started = out / "started.json"
-    resumable = (not force and not (out / "DONE").is_file() and started.is_file()
-                 and read_json(started).get("key") == key)
-    if is_main():
-        if out.is_dir() and any(out.iterdir()) and not resumable:
-            log.info("%s holds the outputs of another config or other inputs - removing them", out)
-            shutil.rmtree(out)
-        elif resumable and (stale := remove_stale_temporaries(out)):
-            log.info("%s: removed %d partial files of a killed run", out, stale)
-        write_json(started, {"key": key, "config": slice_, "inputs": rundir.used_inputs})
-    barrier()
-    return None
-
-
 def train_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device) -> DataLoader:
     """Shuffled, drop_last loader; the order depends on (seed, epoch) only (sampler.set_epoch).
 
@@ -92,13 +60,21 @@ def train_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, devi
                                  drop_last=True)
     return DataLoader(dataset, batch_size=per_rank_batch(batch_size), sampler=sampler, drop_last=True,
                       num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False)
+                      persistent_workers=False, generator=loader_generator(runtime.seed))
+
+
+def loader_generator(seed: int) -> torch.Generator:
+    """The DataLoader's own generator: its worker seeds come from here, not from torch's global
+    RNG, so creating a loader draws nothing from the global stream and a resumed run (whose global
+    RNG is restored from the checkpoint) continues exactly where the interrupted one was."""
+    return torch.Generator().manual_seed(seed)
 
 
 def eval_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device,
                 drop_last: bool = False) -> DataLoader:
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda")
+                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
+                      generator=loader_generator(runtime.seed))
 
 
 def classifier_loaders(cfg: Config, data: Prepared, stage: TrainStage,
@@ -134,5 +110,5 @@ def tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder / "tb"))
 
 
-__all__ = ["Prepared", "load_prepared", "begin_stage", "train_loader", "eval_loader", "config_slice",
+__all__ = ["Prepared", "load_prepared", "train_loader", "eval_loader", "loader_generator", "config_slice",
            "classifier_loaders", "cam_net_from_config", "tensorboard_writer"]

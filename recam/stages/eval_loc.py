@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.config import Config
 from recam.data.wsol import voc_boxes
 from recam.errors import RecamInputError
 from recam.eval.localization import LocSweep, best_iou, dt_box, saved_heatmap
 from recam.io import load_npz, markdown_table
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 
 PROTOCOLS = ("simple", "cam_dt_box")
 
@@ -48,7 +48,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_loc", stage.method)
     slice_ = config_slice(cfg, "dataset", "eval_loc")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     start, stop, step = stage.sweep
     thresholds = np.round(np.arange(start, stop + step / 2, step), 6)
@@ -56,7 +57,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     dt_known = dt_top1 = 0
     ids = data.ids(stage.split)
     has_scores = True
-    for image_id in tqdm(ids, desc=f"eval_loc/{stage.method}", unit="img", dynamic_ncols=True):
+    for image_id in progress(ids, desc=f"eval_loc/{stage.method}", unit="img", dynamic_ncols=True):
         path = seeds / f"{image_id}.npz"
         if not path.is_file():
             raise RecamInputError(
@@ -121,9 +122,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         for i, t in enumerate(thresholds.tolist())
     ]
     table = head + markdown_table(["tau", "GT-known loc"] + (["top-1 loc"] if "top1_loc_curve" in res else []), rows)
-    rundir.finish(out, slice_, results, table)
     entry = {k: results[k] for k in ("gt_known_loc", "threshold", "maxboxacc_v2", "split", "images", "protocol")}
     if "top1_loc" in results:
         entry["top1_loc"] = results["top1_loc"]
-    rundir.add_summary(f"eval_loc/{stage.method}", entry)
+    rundir.finish(out, slice_, results, table, summary={f"eval_loc/{stage.method}": entry})
     return results

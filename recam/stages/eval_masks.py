@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.config import Config
-from recam.data.voc12 import load_mask
+from recam.data.voc12 import load_gt
 from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion, sem_seg_confusion
 from recam.io import load_label_png, load_npz, markdown_table, read_json
 from recam.masks.random_walk import upsample_walk
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import sweep_thresholds
 
 
@@ -28,7 +28,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     masks = rundir.require("masks", stage.method)
     out = rundir.stage_dir("eval_masks", stage.method)
     slice_ = config_slice(cfg, "dataset", "eval_masks")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     made = read_json(masks / "results.json")
     fixed = float(made["threshold"])
@@ -39,16 +40,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if ids and len(scores) == len(ids):
         sweep = ThresholdSweep(sweep_thresholds(*stage.sweep, fixed), num_labels=num_labels)
     confusion = np.zeros((num_labels, num_labels), dtype=np.int64)
-    for image_id in tqdm(ids, desc=f"eval_masks/{stage.method}", unit="img", dynamic_ncols=True):
+    for image_id in progress(ids, desc=f"eval_masks/{stage.method}", unit="img", dynamic_ncols=True):
         path = masks / f"{image_id}.png"
         if not path.is_file():
             raise RecamInputError(f"recam: no pseudo mask for {image_id} in {masks} - make masks for a split that "
                                   f"contains eval_masks.split={stage.split} (masks.split)")
-        gt = load_mask(data_cfg.root, image_id)
-        if gt[gt != 255].max(initial=0) >= num_labels:
-            raise RecamInputError(f"recam: ground truth of {image_id} has label {gt[gt != 255].max()} but the "
-                                  f"dataset has {len(data.class_names)} classes")
-        confusion += sem_seg_confusion([load_label_png(path)], [gt], num_labels)
+        mask = load_label_png(path)
+        gt = load_gt(data_cfg.root, image_id, num_classes=num_labels - 1, size=mask.shape)
+        confusion += sem_seg_confusion([mask], [gt], num_labels)
         if sweep is not None:
             walk = load_npz(masks / f"{image_id}.npz")
             sweep.update(upsample_walk(torch.from_numpy(walk["rw"]), gt.shape).numpy(), walk["keys"], gt)
@@ -70,8 +69,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
              f"mIoU {100 * results['miou_fixed']:.2f} at t={fixed:.2f}"
              + (f"; {100 * results['miou']:.2f} at the best t={results['threshold']:.2f}" if sweep else "")
              + "\n\n" + markdown_table(header, rows))
-    rundir.finish(out, slice_, results, table)
-    rundir.add_summary(f"eval_masks/{stage.method}", {
+    rundir.finish(out, slice_, results, table, summary={f"eval_masks/{stage.method}": {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)})
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)}})
     return results

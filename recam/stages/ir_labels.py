@@ -17,10 +17,11 @@ from recam.config import Config
 from recam.data.voc12 import image_path
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
-from recam.io import load_npz, load_rgb, markdown_table, save_label_png
+from recam.engine.progress import progress
+from recam.io import load_label_png, load_npz, load_rgb, markdown_table, readable, save_label_png
 from recam.masks.ir_labels import ir_label
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +39,16 @@ class IrLabelJob:
     gt_prob: float
 
 
-def label_image(job: IrLabelJob) -> dict:
-    """Worker: one image's IR label, saved as `job.out`; returns its pixel shares."""
+def label_image(job: IrLabelJob) -> None:
+    """Worker: one image's IR label, saved as `job.out`."""
     seed = load_npz(job.seed)
     label = ir_label(load_rgb(job.image), seed["high_res"].astype(np.float32), seed["keys"],
                      fg_threshold=job.fg_threshold, bg_threshold=job.bg_threshold, gt_prob=job.gt_prob)
     save_label_png(job.out, label)
+
+
+def label_shares(label: np.ndarray) -> dict:
+    """Pixel shares of one IR label: confident foreground and unsure."""
     return {"fg": float(((label > 0) & (label != 255)).mean()), "unsure": float((label == 255).mean())}
 
 
@@ -54,24 +59,26 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("ir_labels")
     slice_ = config_slice(cfg, "dataset", "ir_labels")
     slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in RUNTIME_KEYS}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     ids = data.ids(stage.split)
     jobs = [IrLabelJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
                        stage.fg_threshold, stage.bg_threshold, stage.gt_prob)
-            for i in ids if not (out / f"{i}.png").is_file()]
+            for i in ids if not readable(out / f"{i}.png")]
     missing = [j.seed for j in jobs if not Path(j.seed).is_file()]
     if missing:
         raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
                               f"seeds for ir_labels.split={stage.split} (seeds.split)")
     log.info("ir_labels: %d of %d images to label with %d workers", len(jobs), len(ids), stage.num_workers)
-    shares = map_jobs(label_image, jobs, num_workers=stage.num_workers, start_method=stage.start_method,
-                      desc="ir_labels")
+    map_jobs(label_image, jobs, num_workers=stage.num_workers, start_method=stage.start_method, desc="ir_labels")
+    # Statistics from the files, so a resumed run reports every image, not only those it made.
+    shares = [label_shares(load_label_png(out / f"{i}.png")) for i in progress(ids, desc="ir_labels stats",
+                                                                             unit="img", leave=False)]
     results = {"seeds": stage.seeds, "split": stage.split, "images": len(ids), "labelled_now": len(jobs),
-               "fg_threshold": stage.fg_threshold, "bg_threshold": stage.bg_threshold}
-    if shares:
-        results["mean_confident_fg"] = float(np.mean([s["fg"] for s in shares]))
-        results["mean_unsure"] = float(np.mean([s["unsure"] for s in shares]))
+               "fg_threshold": stage.fg_threshold, "bg_threshold": stage.bg_threshold,
+               "mean_confident_fg": float(np.mean([s["fg"] for s in shares])) if shares else 0.0,
+               "mean_unsure": float(np.mean([s["unsure"] for s in shares])) if shares else 0.0}
     table = "# ir_labels\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
     rundir.finish(out, slice_, results, table)
     return results

@@ -12,25 +12,25 @@ from __future__ import annotations
 import functools
 
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.config import Config, IrnStage
 from recam.data.affinity_dataset import AffinityDataset
-from recam.data.voc12 import load_mask
+from recam.data.voc12 import load_gt
 from recam.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
-from recam.engine.distributed import is_main
+from recam.engine.distributed import is_distributed, is_main, mean_over_ranks
 from recam.engine.loop import autocast, steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
-from recam.errors import RecamInputError
 from recam.io import load_label_png, markdown_table
 from recam.masks.affinity import affinity_labels_torch, path_indices_to_torch
 from recam.masks.irn_losses import irn_losses, mean_displacement
 from recam.masks.path_index import build_path_index
 from recam.models.irn import IRNet, build_irn
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, eval_loader, load_prepared, tensorboard_writer, train_loader
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import eval_loader, load_prepared, tensorboard_writer, train_loader
 
 LOSS_PARTS = ("pos_aff_loss", "neg_aff_loss", "dp_fg_loss", "dp_bg_loss")
+PAIR_LABELS = ("bg_pos", "fg_pos", "neg")
 
 
 def _ir_label(folder, image_id: str):
@@ -53,13 +53,12 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage, data_cfg = cfg.irn, cfg.dataset
     data = load_prepared(rundir, data_cfg)
     labels_dir = rundir.require("ir_labels")
-    model = build_irn_from_config(stage, rundir)   # may require("cam"): before begin_stage
+    model = build_irn_from_config(stage, rundir)   # may require("cam"): before rundir.begin
     out = rundir.stage_dir("irn")
     slice_ = config_slice(cfg, "dataset", "irn", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
-    if stage.crop_size % 4:
-        raise RecamInputError(f"recam: irn.crop_size={stage.crop_size} must be a multiple of 4 (the label stride)")
     common = dict(crop_size=stage.crop_size, scale_range=stage.scale_range, mean=data_cfg.mean, std=data_cfg.std,
                   seed=cfg.runtime.seed)
     loader = train_loader(AffinityDataset(data_cfg.root, data.ids(stage.split), functools.partial(_ir_label, labels_dir),
@@ -67,7 +66,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     val = None
     if stage.val_split:
         val = eval_loader(AffinityDataset(data_cfg.root, data.ids(stage.val_split),
-                                          functools.partial(load_mask, data_cfg.root), train=False, **common),
+                                          functools.partial(load_gt, data_cfg.root,
+                                                            num_classes=len(data.class_names)), train=False, **common),
                           stage.batch_size, cfg.runtime, device)
     model = model.to(device)
     path_index = build_path_index(stage.radius, (stage.crop_size // 4, stage.crop_size // 4))
@@ -78,8 +78,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     def step(net: IRNet, batch: dict) -> dict[str, torch.Tensor]:
         out_ = net(batch["image"])
         pairs = affinity_labels_torch(batch["label"], src, dst)
+        # torchrun: normalise by the label counts of the whole global batch (irn_losses `counts`)
+        counts = {k: mean_over_ranks(pairs[k].float().sum()) for k in PAIR_LABELS} if is_distributed() else None
         losses = irn_losses(out_["edge_logits"].float(), out_["dp"].float(), pairs["bg_pos"], pairs["fg_pos"],
-                            pairs["neg"], path_index, path_indices=paths)
+                            pairs["neg"], path_index, path_indices=paths, counts=counts)
         return {"loss": losses["total"], **{k: losses[k] for k in LOSS_PARTS}}
 
     def validate(net: IRNet) -> dict:
@@ -129,7 +131,7 @@ def measure_mean_shift(model: IRNet, cfg: Config, ids: list[str], labels_dir, de
     means = []
     total = len(loader) if stage.mean_shift_batches is None else min(len(loader), stage.mean_shift_batches)
     model.set_mean_shift(torch.zeros(2))
-    bar = tqdm(loader, total=total, desc="irn mean shift", leave=False, disable=not is_main())
+    bar = progress(loader, total=total, desc="irn mean shift", leave=False, disable=not is_main())
     for index, batch in enumerate(bar):
         if index >= total:
             break

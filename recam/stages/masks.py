@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.config import Config
 from recam.data.datasets import read_image
@@ -26,13 +26,13 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state
 from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
-from recam.io import load_npz, load_rgb, markdown_table, save_label_png, save_npz
+from recam.io import load_npz, load_rgb, markdown_table, readable, save_label_png, save_npz
 from recam.masks.crf import DEEPLAB_KERNELS, IR_LABEL_KERNELS, crf_from_labels
 from recam.masks.ir_labels import confident_labels
 from recam.masks.random_walk import random_walk, rw_to_label
 from recam.models.irn import build_irn
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import begin_stage, load_prepared
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "masks")
     slice_["masks"] = {k: v for k, v in slice_["masks"].items()
                        if k in ("method", "seeds", "split", *METHOD_KEYS[stage.method])}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     ids = data.ids(stage.split)
     missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]
@@ -91,7 +92,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
                               f"seeds for masks.split={stage.split} (seeds.split)")
     # Under torchrun each rank makes every world_size-th missing mask; rank 0 finishes the stage.
-    todo = [i for i in ids if not (out / f"{i}.png").is_file()][rank()::world_size()]
+    save_scores = stage.method == "irn" and stage.save_scores
+    todo = [i for i in ids if not readable(out / f"{i}.png")
+            or (save_scores and not readable(out / f"{i}.npz"))][rank()::world_size()]
     log.info("masks/%s: %d of %d images to do", stage.method, len(todo), len(ids))
     results = {"method": stage.method, "seeds": stage.seeds, "split": stage.split, "images": len(ids),
                "made_now": len(todo)}
@@ -104,7 +107,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     else:
         walk_masks(cfg, irn_dir, seeds, out, todo, device)
         results["threshold"] = stage.bg_threshold
-    if any(not (out / f"{i}.png").is_file() for i in ids):   # other ranks' shares are not written yet
+    if any(not (out / f"{i}.png").is_file() or (save_scores and not (out / f"{i}.npz").is_file())
+           for i in ids):   # other ranks' shares are not written yet
         return results
     table = f"# masks/{stage.method}\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
     rundir.finish(out, slice_, results, table)
@@ -120,7 +124,7 @@ def walk_masks(cfg: Config, irn_dir, seeds, out, ids: list[str], device: torch.d
     model = build_irn(arch=checkpoint.get("arch", cfg.irn.arch), pretrained="none")
     load_model_state(model, checkpoint["model"], source)
     model = model.to(device).eval()
-    for image_id in tqdm(ids, desc="masks/irn", unit="img", dynamic_ncols=True, disable=not is_main()):
+    for image_id in progress(ids, desc="masks/irn", unit="img", dynamic_ncols=True, disable=not is_main()):
         image = read_image(cfg.dataset.root, image_id)
         x = torch.from_numpy(to_chw(normalize(image, cfg.dataset.mean, cfg.dataset.std)))[None].to(device)
         edge = model.infer_edge_dp(x)["edge"].float()

@@ -10,8 +10,8 @@ from recam.engine.loop import steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.io import markdown_table
 from recam.models.recam_net import RecamNet
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared, begin_stage,
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import (cam_net_from_config, classifier_loaders, load_prepared,
                                  tensorboard_writer)
 
 
@@ -21,7 +21,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     data = load_prepared(rundir, cfg.dataset)
     cam_dir = rundir.require("cam")
     slice_ = config_slice(cfg, "dataset", "model", "recam", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     loader, val = classifier_loaders(cfg, data, stage, device)
     # The stage-1 weights, loaded strictly; no ImageNet file is needed since they replace all of them.

@@ -13,7 +13,8 @@ import torch
 
 from recam.config import Config
 from recam.io import atomic_write_with, markdown_table, read_json, write_text
-from recam.pipeline import PLAN, RunDir, step_folder, step_label
+from recam.plan import PLAN, step_folder, step_label
+from recam.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
             r = read_json(results)
             lines.append(f"- `{stage}`: val mAP {r['val_map']:.4f}, val loss {r['val_loss']:.4f}, "
                          f"{r['images_per_s']:.1f} images/s (last epoch)")
-    summary = read_json(rundir.summary_path) if rundir.summary_path.is_file() else {}
+    summary = rundir.rebuild_summary()   # a missing or damaged summary.json comes back from the stage folders
     if summary:
         rows = [[key, _fmt(e["miou"], 100), _fmt(e.get("threshold")), _fmt(e.get("miou_fixed"), 100),
                  _fmt(e.get("threshold_fixed")), _fmt(e.get("miou_crf"), 100), e.get("split", "-")]

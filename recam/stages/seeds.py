@@ -18,8 +18,9 @@ import logging
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader
-from tqdm import tqdm
+from recam.engine.progress import progress
 
 from recam.cams.fusion import CAM_STRIDE, fuse_flip, fuse_scales, keys_from_label, strided_size
 from recam.cams.methods import CAM_METHODS, compute_cams
@@ -30,12 +31,12 @@ from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.loop import autocast
 from recam.engine.memory import PeakMemory
 from recam.errors import RecamInputError
-from recam.io import save_npz
+from recam.io import readable, save_npz
 from recam.models.cam_net import CamNet
 from recam.models.recam_net import RecamNet
-from recam.pipeline import RunDir, config_slice
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import cam_net_from_config, load_prepared
 from recam.models.spg import SPGNet
-from recam.stages.common import cam_net_from_config, load_prepared, begin_stage
 from recam.stages.spg import spg_net_from_config
 
 log = logging.getLogger(__name__)
@@ -90,17 +91,18 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int,
 
 @torch.no_grad()
 def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch.device,
-                 amp: bool) -> list[dict[str, torch.Tensor]]:
-    """Seeds of one size bucket: per scale one forward of [x_1..x_n, mirror(x_1)..mirror(x_n)]."""
+                 amp: bool, flip: bool = True) -> list[dict[str, torch.Tensor]]:
+    """Seeds of one size bucket: per scale one forward of [x_1..x_n, mirror(x_1)..mirror(x_n)]
+    (`flip=False`: of [x_1..x_n] alone, a non-reference ablation)."""
     count = len(batch["ids"])
     fused: list[list[torch.Tensor]] = [[] for _ in range(count)]
     for images in batch["images"]:
         images = images.to(device)
         with autocast(device, amp):
-            features = model.backbone(torch.cat([images, images.flip(-1)]))
+            features = model.backbone(torch.cat([images, images.flip(-1)]) if flip else images)
         raw = model.class_maps(features.float(), weight)
         for i in range(count):
-            fused[i].append(fuse_flip(torch.stack([raw[i], raw[count + i]])))
+            fused[i].append(fuse_flip(torch.stack([raw[i], raw[count + i]])) if flip else F.relu(raw[i]))
     return [fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device))
             for i in range(count)]
 
@@ -129,7 +131,7 @@ def export_batch_spg(model: SPGNet, batch: dict, device: torch.device, amp: bool
 
 
 def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
-                        options: dict) -> list[dict[str, torch.Tensor]]:
+                        options: dict, flip: bool = True) -> list[dict[str, torch.Tensor]]:
     """Seeds of one size bucket by CAM-family `method`: per image and scale, one call on
     [x, mirror(x)] for the image's classes, then the same flip and scale fusion as `export_batch`.
     The noise of the smoothing methods is seeded the same way for every image, so a resumed or
@@ -145,8 +147,8 @@ def export_batch_method(model: CamNet, batch: dict, device: torch.device, method
         fused = []
         for images in batch["images"]:
             x = images[i:i + 1].to(device)
-            maps = compute_cams(method, model, target_layer, torch.cat([x, x.flip(-1)]), keys, **options)
-            fused.append(fuse_flip(maps))
+            maps = compute_cams(method, model, target_layer, torch.cat([x, x.flip(-1)]) if flip else x, keys, **options)
+            fused.append(fuse_flip(maps) if flip else F.relu(maps[0]))
         seeds.append(fuse_scales(fused, batch["size"], torch.arange(len(keys), device=device)))
     return seeds
 
@@ -161,7 +163,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     model = model.to(device).eval()
     weight = weight.to(device) if weight is not None else None
@@ -173,7 +176,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         shards, shard = world_size(), rank()
     if not 0 <= shard < shards:
         raise RecamInputError(f"recam: seeds.shard_index={shard} is outside 0..{shards - 1} (seeds.num_shards)")
-    todo = [i for i in all_ids[shard::shards] if not (out / f"{i}.npz").is_file()]
+    todo = [i for i in all_ids[shard::shards] if not readable(out / f"{i}.npz")]   # a damaged file is redone
     log.info("seeds/%s: %d of %d images to export (shard %d/%d)", stage.method, len(todo), len(all_ids), shard, shards)
     dataset = MultiScaleDataset(data_cfg.root, todo, data.labels, stage.scales, data_cfg.mean, data_cfg.std)
     buckets = size_buckets([image_size(data_cfg.root, i) for i in todo], stage.bucket_size)
@@ -185,12 +188,13 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         if stage.method == "spg":
             return export_batch_spg(model, batch, device, cfg.runtime.amp)
         if stage.method in ("cam", "recam"):
-            return export_batch(model, weight, batch, device, cfg.runtime.amp)
+            return export_batch(model, weight, batch, device, cfg.runtime.amp, stage.flip)
         # float32: the gradient and score methods do not run under autocast
-        return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage))
+        return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage),
+                                   stage.flip)
 
     with PeakMemory(device) as memory, \
-            tqdm(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True,
+            progress(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True,
                  disable=not is_main()) as bar:
         for batch in loader:
             for image_id, label, seed in zip(batch["ids"], batch["labels"], export(batch)):

@@ -15,22 +15,33 @@ from recam.engine.distributed import mean_over_ranks, per_rank_batch, rank, worl
 from recam.engine.iter_loop import StepBatchSampler, train_iterations
 from recam.errors import RecamInputError
 from recam.io import markdown_table
+from recam.models.advcam import CAFFE_INPUT, PREFIX as ADVCAM_PREFIX
 from recam.models.deeplab import MSC, build_seg_model, seg_param_groups
-from recam.pipeline import RunDir, config_slice
+from recam.rundir import RunDir, config_slice
 from recam.seg.losses import msc_loss
 from recam.seg.optim import make_seg_sgd
-from recam.stages.common import begin_stage, load_prepared, tensorboard_writer
+from recam.stages.common import load_prepared, loader_generator, tensorboard_writer
 
 LABELS = ("pseudo", "gt")
+LOSSES = ("ce", "balanced")
 
 
 def png_in(folder: Path, image_id: str) -> Path:
     return folder / f"{image_id}.png"
 
 
-def seg_step(model: MSC, batch: dict) -> dict[str, torch.Tensor]:
+def seg_step(model: MSC, batch: dict, balanced: bool = False) -> dict[str, torch.Tensor]:
     # Under torchrun the pixel mean is taken over the global batch: the divisor is the mean count over the ranks.
-    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_over_ranks)}
+    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_over_ranks,
+                             balanced=balanced)}
+
+
+def input_norm(model_config: dict, dataset_mean: list[float], dataset_std: list[float]) -> tuple[list[float], list[float]]:
+    """(mean, std) of the network's input: the caffe convention (BGR mean on 0..255, no std; the
+    BGR order is folded into the stem weights) for the AdvCAM layout, else the dataset's."""
+    if model_config.get("layout") == "caffe":
+        return CAFFE_INPUT["mean"], CAFFE_INPUT["std"]
+    return list(dataset_mean), list(dataset_std)
 
 
 def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
@@ -48,11 +59,16 @@ def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
 
 def load_trained(path: Path, class_names: list[str]) -> MSC:
     """The network of a `seg` model.pt, built from its recorded settings and loaded strictly."""
+    return load_trained_with_config(path, class_names)[0]
+
+
+def load_trained_with_config(path: Path, class_names: list[str]) -> tuple[MSC, dict]:
+    """(`load_trained`'s network, its recorded model_config)."""
     checkpoint = load_checkpoint(path)
     check_class_names(checkpoint, class_names, path)
     model = build_seg_model(**checkpoint["model_config"], pretrained="none")
     load_model_state(model, checkpoint["model"], path)
-    return model
+    return model, checkpoint["model_config"]
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
@@ -69,13 +85,18 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             raise RecamInputError(f"recam: seg.labels=gt needs {folder} (seg.gt_folder={stage.gt_folder}) - unpack the "
                                   "masks there or choose another seg.gt_folder / seg.gt_split")
     num_labels = len(data.class_names) + 1
+    if stage.loss not in LOSSES:
+        raise RecamInputError(f"recam: seg.loss={stage.loss!r} - use one of {', '.join(LOSSES)}")
     model_config = {"name": stage.arch, "num_classes": num_labels, "output_stride": stage.output_stride,
-                    "fixed_bn": stage.fixed_bn, "msc_scales": list(stage.msc_scales)}
+                    "fixed_bn": stage.fixed_bn, "msc_scales": list(stage.msc_scales),
+                    "layout": "caffe" if stage.pretrained.startswith(ADVCAM_PREFIX) else "torchvision"}
+    mean, std = input_norm(model_config, cfg.dataset.mean, cfg.dataset.std)
     model = build_model(stage.pretrained, model_config, rundir)   # bad arch / weights: before any write
     per_rank_batch(stage.batch_size)   # the global micro-batch must split over the torchrun ranks
     out = rundir.stage_dir("seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     if len(ids) < stage.batch_size:
         raise RecamInputError(f"recam: {len(ids)} training images, fewer than seg.batch_size={stage.batch_size}")
@@ -89,17 +110,17 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
                          head_bias_lr_mult=stage.head_bias_lr_mult),
         momentum=stage.momentum, max_step=stage.iterations, power=stage.poly_power, every=stage.lr_decay_every)
     dataset = SegTrainDataset(root, ids, label_path, num_labels=num_labels, crop_size=stage.crop_size,
-                              scales=stage.scales, mean=cfg.dataset.mean, std=cfg.dataset.std, seed=cfg.runtime.seed)
+                              scales=stage.scales, mean=mean, std=std, seed=cfg.runtime.seed)
 
     def batches(start: int) -> DataLoader:
         sampler = StepBatchSampler(len(dataset), stage.batch_size, seed=cfg.runtime.seed, start=start,
                                    total=stage.iterations * stage.iter_size, num_replicas=world_size(), rank=rank())
         return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.runtime.num_workers,
-                          pin_memory=device.type == "cuda")
+                          pin_memory=device.type == "cuda", generator=loader_generator(cfg.runtime.seed + start))
 
     extra = {"config": slice_, "class_names": data.class_names, "model_config": model_config}
     trained = train_iterations(
-        model=model, batches=batches, step_fn=seg_step, optimizer=optimizer, scheduler=scheduler,
+        model=model, batches=batches, step_fn=functools.partial(seg_step, balanced=stage.loss == "balanced"), optimizer=optimizer, scheduler=scheduler,
         iterations=stage.iterations, iter_size=stage.iter_size, device=device, checkpoint_dir=out / "checkpoints",
         checkpoint_extra=extra, checkpoint_every=stage.checkpoint_every, amp=cfg.runtime.amp,
         channels_last=cfg.runtime.channels_last, grad_clip=stage.grad_clip, desc=f"seg/{stage.labels}",

@@ -21,8 +21,8 @@ from recam.errors import RecamInputError
 from recam.io import markdown_table
 from recam.masks.guidance import spg_loss
 from recam.models.spg import SPGNet, build_spg, param_groups
-from recam.pipeline import RunDir, config_slice
-from recam.stages.common import Prepared, begin_stage, eval_loader, load_prepared, tensorboard_writer, train_loader
+from recam.rundir import RunDir, config_slice
+from recam.stages.common import Prepared, eval_loader, load_prepared, tensorboard_writer, train_loader
 
 LOSS_PARTS = ("loss", "cls", "side4", "side3", "back")
 
@@ -69,7 +69,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("spg")
     data = load_prepared(rundir, cfg.dataset)
     slice_ = config_slice(cfg, "dataset", "spg", "runtime.seed")
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         return done
     if not 0.0 <= stage.dropout < 1.0:
         raise RecamInputError(f"recam: spg.dropout={stage.dropout} is outside [0, 1)")

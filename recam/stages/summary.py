@@ -19,7 +19,7 @@ import torch
 from recam.config import Config
 from recam.errors import RecamInputError
 from recam.io import atomic_write_with, markdown_table, read_json, write_text
-from recam.pipeline import RunDir
+from recam.rundir import RunDir
 
 log = logging.getLogger(__name__)
 

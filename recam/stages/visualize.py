@@ -33,9 +33,9 @@ from recam.eval.localization import foreground, largest_component_box
 from recam.errors import RecamInputError
 from recam.eval.metrics import seed_label
 from recam.io import atomic_write_with, load_label_png, load_npz, read_json, write_text
-from recam.pipeline import RunDir, config_slice
+from recam.rundir import RunDir, config_slice, finished_folders, is_side_folder
 from recam.stages import seeds as seeds_stage
-from recam.stages.common import begin_stage, load_prepared
+from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
 from recam.viz.grids import feature_grid, tile
 from recam.viz.html import Section, index_page
@@ -51,16 +51,20 @@ def save_png(path: Path, picture: np.ndarray) -> None:
 def label_pictures(rundir: RunDir, root: str, image_id: str) -> list[tuple[np.ndarray, str]]:
     """Ground truth plus every seed / mask / prediction found for the id, as palette pictures."""
     found = [(colorize_labels(load_mask(root, image_id)), "ground truth")]
-    for folder in sorted(rundir.stage_dir("seeds").glob(f"*/{image_id}.npz")):
-        method = folder.parent.name
+    for folder in finished_folders(rundir.stage_dir("seeds")):
+        if not (folder / f"{image_id}.npz").is_file():
+            continue
+        method = folder.name
         scores = rundir.stage_dir("eval_seeds", method) / "results.json"
         t = read_json(scores)["threshold"] if scores.is_file() else DEFAULT_THRESHOLD.get(method, 0.15)
-        seed = load_npz(folder)
+        seed = load_npz(folder / f"{image_id}.npz")
         found.append((colorize_labels(seed_label(seed["high_res"].astype(np.float32), seed["keys"], t)),
                       f"seeds/{method} t={t:.2f}"))
     for stage in ("masks", "eval_seg"):
-        for path in sorted(rundir.stage_dir(stage).glob(f"*/{image_id}.png")) + \
-                sorted(rundir.stage_dir(stage).glob(f"*/*/{image_id}.png")):
+        base = rundir.stage_dir(stage)
+        for path in sorted(base.glob(f"*/{image_id}.png")) + sorted(base.glob(f"*/*/{image_id}.png")):
+            if any(is_side_folder(part) for part in path.relative_to(base).parents if part.name):
+                continue
             found.append((colorize_labels(load_label_png(path)), str(path.parent.relative_to(rundir.stage_dir(stage).parent))))
     return found
 
@@ -98,10 +102,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     # The label maps drawn are those of every finished masks/ and eval_seg/ folder: their DONE
     # fingerprints are inputs, so the pictures are redrawn when one of them changes, and only then.
     for drawn in ("masks", "eval_seg"):
-        for done_file in sorted(rundir.stage_dir(drawn).glob("*/DONE")):
-            rundir.require(drawn, done_file.parent.name)
-    if (done := begin_stage(rundir, out, config_slice(cfg, "dataset", "model", "seeds", "visualize"),
-                            cfg.run.force)) is not None:
+        for folder in finished_folders(rundir.stage_dir(drawn)):
+            rundir.require(drawn, folder.name)
+    out, done = rundir.begin(out, config_slice(cfg, "dataset", "model", "seeds", "visualize"), cfg.run.force)
+    if done is not None:
         return done
     ids = list(stage.ids) or data.ids(stage.split)[: stage.num_images]
     if unknown := [i for i in ids if i not in data.labels]:

@@ -23,9 +23,9 @@ from recam.cams.methods import TITLES
 from recam.config import Config, RunConfig
 from recam.errors import RecamInputError
 from recam.io import markdown_table, read_json
-from recam.pipeline import RunDir, config_slice, seed_everything
+from recam.rundir import RunDir, config_slice
 from recam.stages import eval_loc, eval_seeds, seeds, spg
-from recam.stages.common import begin_stage
+from recam.engine.seeding import seed_everything
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         slice_[name] = {
             k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")
         }
-    if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
+    out, done = rundir.begin(out, slice_, cfg.run.force)
+    if done is not None:
         print("\n" + (out / "results.md").read_text())
         return done
     nested = RunConfig(name=out.name, root=str(out.parent), inputs=inputs)

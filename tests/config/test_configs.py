@@ -42,7 +42,7 @@ def test_reference_defaults_are_the_spec_values() -> None:
     assert (cfg.recam.epochs, cfg.recam.lr, cfg.recam.backbone_lr_mult, cfg.recam.loss_weight) == (4, 5e-4, 0.1, 1.0)
     assert cfg.seeds.scales == [1.0, 0.5, 1.5, 2.0]
     assert (cfg.model.output_stride, cfg.model.freeze_upto, cfg.model.fixed_bn) == (16, "conv1", True)
-    assert cfg.dataset.train_list == "train_aug" and cfg.dataset.eval_split == "train"
+    assert cfg.dataset.train_list == "train_aug"
 
 
 @pytest.mark.parametrize("override", ["cam.epochz=3", "cam.epochs=abc", "stage=camm", "dataset=coco9"])
@@ -57,3 +57,34 @@ def test_lambda_override() -> None:
 
 def test_configs_folder_exists() -> None:
     assert Path(CONFIG_DIR / "config.yaml").is_file()
+
+
+def test_coco14_paper_holds_every_setting_of_spec_11_6() -> None:
+    cfg = compose_config(["experiment=coco14_paper"])
+    assert cfg.dataset.name == "coco14" and cfg.dataset.protocol == "recam"
+    assert (cfg.cam.batch_size, cfg.cam.epochs, cfg.cam.lr) == (16, 5, 0.1)
+    assert (cfg.recam.batch_size, cfg.recam.epochs, cfg.recam.lr, cfg.recam.loss_weight) == (6, 4, 5e-4, 0.1)
+    assert cfg.seeds.use_fused_weight is False and cfg.seeds.scales == [1.0, 0.5, 1.5, 2.0]
+    assert cfg.eval_seeds.threshold == 0.15
+    assert (cfg.ir_labels.fg_threshold, cfg.ir_labels.bg_threshold) == (0.35, 0.10)
+    assert cfg.masks.bg_threshold == 0.25 and (cfg.masks.radius, cfg.masks.beta, cfg.masks.exp_times) == (5, 10.0, 8)
+    assert {cfg.seeds.split, cfg.eval_seeds.split, cfg.ir_labels.split, cfg.irn.split, cfg.masks.split,
+            cfg.eval_masks.split, cfg.seg.split} == {"train"}
+    assert (cfg.seg.iterations, cfg.seg.batch_size, cfg.seg.iter_size, cfg.seg.lr) == (100000, 10, 2, 2e-4)
+    assert cfg.seg.lr * cfg.seg.head_lr_mult == pytest.approx(2e-3) and cfg.seg.lr * cfg.seg.head_bias_lr_mult == pytest.approx(4e-3)
+    assert cfg.eval_seg.split == "val" and cfg.dataset.root.endswith("recam_view_recam")
+    assert compose_config(["experiment=coco14_paper", "dataset.protocol=coco2voc"]).dataset.root.endswith("coco2voc")
+
+
+def test_default_sweeps_are_the_protocol_range() -> None:
+    cfg = compose_config([])
+    assert cfg.eval_seeds.sweep == [0.15, 0.34, 0.01] and cfg.eval_masks.sweep == [0.15, 0.34, 0.01]
+    demo = compose_config(["experiment=demo"])
+    assert demo.eval_seeds.sweep == [0.05, 0.95, 0.01]
+
+
+def test_the_alternative_deeplab_schedule() -> None:
+    cfg = compose_config(["experiment=voc12_seg_30k"])
+    assert (cfg.seg.batch_size, cfg.seg.iter_size, cfg.seg.iterations, cfg.seg.lr) == (10, 1, 30000, 2.5e-4)
+    assert cfg.dataset.name == "voc12" and cfg.seg.loss == "ce" and cfg.eval_seg.crf_image == "clean"
+    assert compose_config(["seg.loss=balanced", "seg.pretrained=advcam:x.pth"]).seg.loss == "balanced"

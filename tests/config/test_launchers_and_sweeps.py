@@ -1,13 +1,12 @@
 """The sweep files and the SLURM launcher config compose with Hydra's own config."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
 
 from recam.config import register_configs
-from recam.pipeline import PLAN, step_label
+from recam.plan import PLAN, step_label
 from tests.conftest import CONFIG_DIR
 
 SWEEPS = sorted(p.stem for p in (CONFIG_DIR / "sweep").glob("*.yaml"))

@@ -9,7 +9,8 @@ import pytest
 from PIL import Image
 
 from recam.io import load_npz, read_json
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 # A few images at one scale keep every export to seconds on CPU.
@@ -105,7 +106,7 @@ def test_visualize_writes_pictures_and_an_index(trained) -> None:
             assert image.mode == "RGB" and image.width > 32
     image_id = results["images"][0]
     with Image.open(folder / image_id / "overlays.png") as overlays:
-        height, width = overlays.size[1], overlays.size[0]
+        width = overlays.size[0]
     assert width > 3 * 48 * 2    # image + 2 methods, display_scale 2
     # The image's seeds exist (test order: the seed tests ran first) and are shown next to the GT.
     with Image.open(folder / image_id / "labels.png") as labels:

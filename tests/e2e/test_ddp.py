@@ -12,7 +12,8 @@ import torch
 
 from recam.engine.checkpoint import load_checkpoint
 from recam.io import load_npz
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[2]

@@ -23,7 +23,8 @@ import torch
 from recam.engine.checkpoint import load_checkpoint, save_checkpoint
 from recam.errors import RecamInputError
 from recam.io import _HOST, load_label_png, remove_stale_temporaries, save_label_png, write_json
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 
@@ -134,13 +135,16 @@ def test_nan_loss_in_a_stage_stops_naming_step_and_images(tiny_all, tmp_path) ->
     cfg, _ = tiny_all
     overrides = _copy(cfg, tmp_path, "stage=cam", "cam.lr=1e30", "cam.momentum=0.9", "cam.max_steps=3",
                       "cam.epochs=3")
+    finished = {p.name: p.read_bytes() for p in (tmp_path / "copy" / "cam").glob("*") if p.is_file()}
     with pytest.raises(RecamInputError, match=r"cam loss is (nan|inf) at epoch \d+ step \d+ .*images \["):
         run_stage(compose_config(overrides))
-    last = tmp_path / "copy" / "cam" / "checkpoints" / "last.pt"
+    last = tmp_path / "copy" / "cam.next" / "checkpoints" / "last.pt"
     if last.is_file():
         state = load_checkpoint(last)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
-    assert not (tmp_path / "copy" / "cam" / "DONE").is_file()
+    assert not (tmp_path / "copy" / "cam.next" / "DONE").is_file()
+    # the changed config wrote into cam.next/: the finished classifier is byte for byte as it was
+    assert {p.name: p.read_bytes() for p in (tmp_path / "copy" / "cam").glob("*") if p.is_file()} == finished
 
 
 def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path) -> None:
@@ -151,18 +155,19 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path
     common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", "stage=cam",
               f"+run.inputs.prepare={RunDir(cfg.run).stage_dir('prepare')}", "cam.epochs=8", "cam.max_steps=2"]
     folder = tmp_path / "killed" / "cam"
+    staged = folder.with_name("cam.next")   # a first run writes there and is swapped in when it finishes
     process = subprocess.Popen([sys.executable, "-m", "recam.train", *common, "run.name=killed",
                                 f"hydra.run.dir={tmp_path}/hydra"], cwd=Path(__file__).resolve().parents[2],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while not (folder / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
+    while not (staged / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (folder / "DONE").is_file(), "the run finished before it could be killed"
-    epochs_done = load_checkpoint(folder / "checkpoints" / "last.pt")["epoch"] + 1
+    epochs_done = load_checkpoint(staged / "checkpoints" / "last.pt")["epoch"] + 1
     assert epochs_done < 8
-    partial = folder / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
+    partial = staged / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
     partial.write_bytes(b"half a checkpoint")
 
     resumed = run_stage(compose_config([*common, "run.name=killed"]))

@@ -17,7 +17,8 @@ from recam.engine.checkpoint import load_checkpoint
 from recam.errors import RecamInputError
 from recam.io import load_label_png, load_npz
 from recam.models.irn import build_irn
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 

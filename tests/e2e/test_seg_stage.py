@@ -13,7 +13,8 @@ import torch
 from recam.engine.checkpoint import load_checkpoint, save_checkpoint
 from recam.errors import RecamInputError
 from recam.io import load_label_png, save_label_png
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 
@@ -62,9 +63,13 @@ def test_train_and_eval_write_results_and_the_summary(seg_run) -> None:
         assert 0.0 <= results["miou"] <= 1.0 and 0.0 <= results["miou_crf"] <= 1.0
         assert set(results["iou"]) == {"background", *cfg_class_names(rundir)}
         entry = summary[f"eval_seg/{labels}"]
-        assert entry == {"miou": results["miou"], "miou_crf": results["miou_crf"], "split": "val", "images": len(val_ids)}
+        assert entry == {"miou": results["miou"], "miou_crf": results["miou_crf"],
+                         "miou_crf_reference": results["miou_crf_reference"], "split": "val", "images": len(val_ids)}
+        # the default CRF image is the clean one; the reference (wrapped mean-subtracted) image is scored beside it
+        assert results["crf_image"] == "clean" and results["miou_crf_clean"] == results["miou_crf"]
+        assert 0.0 <= results["miou_crf_reference"] <= 1.0
         assert "mIoU" in (eval_dir / "results.md").read_text()
-        for kind in ("pred", "pred_crf"):
+        for kind in ("pred", "pred_crf", "pred_crf_reference"):
             assert sorted(p.stem for p in (eval_dir / kind).glob("*.png")) == sorted(val_ids)
     # labels=gt trains on the VOC train split's SegmentationClass masks (with their 255 band)
     assert trained["gt"]["images"] == len((rundir.stage_dir("prepare") / "train.txt").read_text().split())

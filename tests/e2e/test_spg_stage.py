@@ -7,7 +7,8 @@ import numpy as np
 from recam.data.wsol import voc_boxes
 from recam.eval.localization import best_iou, foreground, largest_component_box
 from recam.io import load_npz, read_json
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 

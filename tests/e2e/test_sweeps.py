@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from recam.errors import RecamInputError
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 REPO = Path(__file__).resolve().parents[2]

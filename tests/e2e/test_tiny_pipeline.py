@@ -14,7 +14,9 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state
 from recam.errors import RecamInputError
 from recam.io import load_npz
 from recam.models.cam_net import build_cam_net
-from recam.pipeline import PLAN, RunDir, run_stage, step_folder, step_label
+from recam.pipeline import run_stage
+from recam.plan import PLAN, step_folder, step_label
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 
@@ -154,10 +156,13 @@ def test_changed_upstream_reruns_downstream_from_scratch(tiny_all, tmp_path) -> 
     written = {p.name: p.stat().st_mtime_ns for p in files}
     run_stage(compose_config([*overrides, "stage=all", "recam.loss_weight=5.0"]))
     assert (rundir.stage_dir("seeds", "cam") / "DONE").read_text() == cam_done
-    config = json.loads((rundir.stage_dir("seeds", "recam") / "started.json").read_text())
-    assert config["config"]["seeds"]["method"] == "recam"
+    config = json.loads((rundir.stage_dir("seeds", "recam") / "config.json").read_text())
+    assert config["seeds"]["method"] == "recam"
     for path in files:   # every file was exported again, none kept from the stale run
         assert path.stat().st_mtime_ns > written[path.name]
+    # the replaced outputs are kept, untouched, until the next success
+    previous = rundir.stage_dir("seeds", "recam").with_name("recam.prev")
+    assert {p.name: p.stat().st_mtime_ns for p in previous.glob("*.npz")} == written
 
 
 def test_a_stage_alone_equals_the_same_stage_inside_all(tiny_all, tmp_path) -> None:
