@@ -7,7 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: viz sweep-cam-methods
+.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol
 .PHONY: install lint format test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -138,6 +138,24 @@ viz: install
 sweep-cam-methods: install
 	$(RUN) stage=all 'stage.steps=[prepare,cam]'
 	$(RUN) stage=cam_methods
+
+# WSOL (docs/wsol.md): SPG training and seeds, box localization of every seed method, one table
+# (the demo's cam / recam and their seeds are reused when present).
+spg: install
+	$(RUN) stage=spg
+
+seeds-spg: install
+	$(RUN) stage=seeds seeds.method=spg
+
+eval_loc: install
+	$(RUN) stage=eval_loc eval_loc.method=spg
+
+eval_loc-cam: install
+	$(RUN) stage=eval_loc eval_loc.method=cam
+
+wsol: install
+	$(RUN) stage=all 'stage.steps=[prepare,cam,seeds/cam,eval_seeds/cam,eval_loc/cam,recam,seeds/recam,eval_seeds/recam,eval_loc/recam]'
+	$(RUN) stage=wsol
 
 clean:
 	rm -rf outputs/$(EXP)

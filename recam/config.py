@@ -88,7 +88,7 @@ class FolderParams:
 
 @dataclass
 class DatasetConfig:
-    name: str = MISSING            # voc12 | synthetic | coco14 | folder
+    name: str = MISSING            # voc12 | synthetic | coco14 | folder | cub
     root: str = MISSING            # the VOC2012 folder: JPEGImages/ Annotations/ ImageSets/ SegmentationClass/
     #                                (coco14 / folder: the VOC-layout view of symlinks that prepare builds)
     protocol: str = "recam"        # coco14 only: recam (spec §11.4/§11.7) | coco2voc (later work, spec §11.9)
@@ -104,6 +104,9 @@ class DatasetConfig:
     bad_images: str = "fail"       # an unreadable/corrupt image: fail (one line naming it) | skip (left out of every list, reported)
     unknown_classes: str = "fail"  # an XML object name that is not a class: fail (one line naming it) | ignore (the reference)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    # dataset=cub: the CUB_200_2011 folder (images/, images.txt, ...); `prepare` builds a VOC-layout view at root
+    cub_root: Optional[str] = None
+    spg_list_dir: Optional[str] = None  # dataset=cub: SPG's datalist/CUB (train_list.txt, test_list.txt); None = CUB's own split
 
 
 @dataclass
@@ -333,6 +336,57 @@ class CamMethodsStage:
 
 
 @dataclass
+class SpgStage:
+    """SPG training (spg-spec.md §6 recipe; the network of recam/models/spg.py)."""
+    arch: str = "inception_v3"     # inception_v3 (the reference) | resnet18/34/50/101/152 (same heads on our backbone)
+    pretrained: str = "imagenet"   # imagenet (torchvision file in the torch hub cache) | none | a state_dict path
+    head_channels: int = 1024      # ResNet variant: fc6/fc7 width, >= 1 (Inception: fixed 1024)
+    side_channels: int = 512       # ResNet variant: SPG-B/C width, >= 1 (Inception: fixed 512)
+    output_stride: int = 16        # ResNet variant: 8 | 16
+    fixed_bn: bool = False         # ResNet variant; the reference trains BN (batch statistics)
+    dropout: float = 0.0           # in [0, 1): 0 = PyTorch 0.3's no-op F.dropout (reference); > 0 drops in training only
+    align_corners: bool = True     # the 224 up-sampling: true = PyTorch 0.3 (reference), false = the source on torch >= 0.4
+    carry_threshold: bool = True   # reference quirk: the fallback threshold carries over to later images of the batch
+    mask_size: int = 224           # >= 1: the guidance masks' side, whatever the input size (reference)
+    batch_size: int = 20           # >= 1 (reference: 2 GPUs x 10)
+    epochs: int = 5                # >= 1
+    resize_short: int = 356        # >= crop_size: shorter side before the crop
+    crop_size: int = 321           # >= 32: train random crop, validation centre crop
+    lr: float = 1e-3               # > 0: weights; biases 2x
+    new_layer_lr_mult: float = 1.0  # > 0: 1 = the code (no new-layer boost, the released model); 10 = the paper
+    momentum: float = 0.9          # in [0, 1), Nesterov
+    weight_decay: float = 5e-4     # >= 0, on every parameter (BN and biases included), as the reference
+    decay_points: list[int] = field(default_factory=list)  # epochs (1-based, each >= 1) at whose start every lr x 0.1; [] = constant (reference)
+    max_steps: Optional[int] = None  # >= 1: cap on steps per epoch (smoke runs); None = full epochs
+    val_batches: Optional[int] = None  # >= 1: cap on validation batches; None = the whole val list
+    log_every: int = 10            # >= 1
+    grad_clip: Optional[float] = None  # > 0
+    keep_epochs: bool = False
+
+
+@dataclass
+class EvalLocStage:
+    """Box localization of any seed method (recam/stages/eval_loc.py, spg-spec.md §7.4 `simple`)."""
+    method: str = "spg"            # which seeds/<method> to read
+    split: str = "train"           # ids to evaluate (their XML boxes); seeds exist for seeds.split (train_aug), as for eval_seeds
+    protocol: str = "simple"       # simple (largest 8-connected component) | cam_dt_box (the CAM repo's tool)
+    sweep: list[float] = field(default_factory=lambda: [0.05, 0.95, 0.05])  # map thresholds tau: start, stop (inclusive), step, in (0, 1)
+    dt_box_thresholds: list[int] = field(default_factory=lambda: [20, 100, 110])  # cam_dt_box: 3 increasing values in [0, 255]
+    iou_threshold: float = 0.5     # in (0, 1]: a box is correct at this devkit IoU
+
+
+@dataclass
+class WsolStage:
+    """`make wsol`: CAM, ReCAM, SPG and the CAM family as localizers, one table (recam/stages/wsol.py)."""
+    family: list[str] = field(default_factory=lambda: ["gradcam", "gradcampp", "xgradcam", "layercam"])  # CAM-family methods (seeds.METHODS)
+    split: str = "train"           # the family's seeds, mIoU and boxes on this split ...
+    max_images: Optional[int] = 32  # ... its first N images (>= 1; None = all)
+    scales: list[float] = field(default_factory=lambda: [1.0])  # family export scales (each > 0)
+    top_k: Optional[int] = 32      # scorecam/sscam/ablationcam channels (>= 1; None = all)
+    n_samples: Optional[int] = 2   # smoothgradcampp/sscam noisy samples (>= 1)
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -353,6 +407,9 @@ class Config:
     eval_seg: EvalSegStage = field(default_factory=EvalSegStage)
     visualize: VisualizeStage = field(default_factory=VisualizeStage)
     cam_methods: CamMethodsStage = field(default_factory=CamMethodsStage)
+    spg: SpgStage = field(default_factory=SpgStage)
+    eval_loc: EvalLocStage = field(default_factory=EvalLocStage)
+    wsol: WsolStage = field(default_factory=WsolStage)
 
 
 def register_configs() -> None:

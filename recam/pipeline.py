@@ -54,12 +54,14 @@ def _stages() -> dict[str, StageFn]:
     from recam.stages import cam, eval_masks, eval_seeds, ir_labels, irn, masks, prepare, recam, report, seeds, summary
     from recam.stages import eval_seg, seg
     from recam.stages import cam_methods, visualize
+    from recam.stages import eval_loc, spg, wsol
     return {"prepare": prepare.run, "cam": cam.run, "recam": recam.run, "seeds": seeds.run,
             "eval_seeds": eval_seeds.run, "ir_labels": ir_labels.run, "irn": irn.run, "masks": masks.run,
             "eval_masks": eval_masks.run, "report": report.run, "summary": summary.run,
             "seg": seg.run,
             "eval_seg": eval_seg.run,
-            "visualize": visualize.run, "cam_methods": cam_methods.run}
+            "visualize": visualize.run, "cam_methods": cam_methods.run,
+            "spg": spg.run, "eval_loc": eval_loc.run, "wsol": wsol.run}
 
 
 # Under torchrun these run on every rank (training splits batches, exports split images); the

@@ -18,7 +18,7 @@ from recam.errors import RecamInputError
 
 Rule = Callable[[Any], str | None]   # None = allowed, else what is allowed
 
-DATASETS = ("voc12", "synthetic", "coco14", "folder")
+DATASETS = ("voc12", "synthetic", "coco14", "folder", "cub")
 RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 SEG_ARCHS = tuple(f"deeplabv2_{r}" for r in RESNETS) + ("deeplabv3_resnet50", "deeplabv3_resnet101")
 START_METHODS = ("spawn", "forkserver", "fork")
@@ -122,7 +122,7 @@ def _seg_pretrained(paths: bool) -> Rule:
 
 def _seed_methods() -> tuple[str, ...]:
     from recam.cams.methods import CAM_METHODS   # the CAM family's table, in plain sight there
-    return ("cam", "recam", *(m for m in CAM_METHODS if m != "cam"))
+    return ("cam", "recam", "spg", *(m for m in CAM_METHODS if m != "cam"))
 
 
 def _train_rules() -> dict[str, Rule]:
@@ -194,7 +194,22 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
         "visualize": {"split": _name, "num_images": POSITIVE_INT, "methods": _list_of(_choice(*seed_methods), unique=True),
                       "feature_channels": POSITIVE_INT, "top_k": _optional(POSITIVE_INT), "overlay_alpha": FRACTION,
                       "display_scale": POSITIVE_INT},
-        "cam_methods": {"methods": _list_of(_choice(*(m for m in seed_methods if m != "recam")), unique=True),
+        "spg": {"arch": _choice("inception_v3", *RESNETS), "pretrained": _pretrained("imagenet", "none", paths=paths),
+                "head_channels": POSITIVE_INT, "side_channels": POSITIVE_INT, "output_stride": _choice(8, 16),
+                "dropout": lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1 else "a number in [0, 1)",
+                "mask_size": POSITIVE_INT, "batch_size": POSITIVE_INT, "epochs": POSITIVE_INT,
+                "resize_short": POSITIVE_INT, "crop_size": _int_at_least(32), "lr": POSITIVE,
+                "new_layer_lr_mult": POSITIVE, "momentum": MOMENTUM, "weight_decay": NONNEG,
+                "decay_points": _list_of(POSITIVE_INT, nonempty=False), "max_steps": _optional(POSITIVE_INT),
+                "val_batches": _optional(POSITIVE_INT), "log_every": POSITIVE_INT, "grad_clip": _optional(POSITIVE)},
+        "eval_loc": {"method": _choice(*seed_methods), "split": _name, "protocol": _choice("simple", "cam_dt_box"),
+                     "sweep": _sweep, "dt_box_thresholds": _list_of(_number(0, 255), length=3),
+                     "iou_threshold": _number(0, 1, open_low=True)},
+        "wsol": {"family": _list_of(_choice(*(m for m in seed_methods if m not in ("cam", "recam", "spg"))),
+                                    nonempty=False, unique=True),
+                 "split": _name, "max_images": _optional(POSITIVE_INT), "scales": _list_of(POSITIVE, unique=True),
+                 "top_k": _optional(POSITIVE_INT), "n_samples": _optional(POSITIVE_INT)},
+        "cam_methods": {"methods": _list_of(_choice(*(m for m in seed_methods if m not in ("recam", "spg"))), unique=True),
                         "split": _name, "max_images": _optional(POSITIVE_INT), "scales": _list_of(POSITIVE, unique=True),
                         "top_k": _optional(POSITIVE_INT), "n_samples": _optional(POSITIVE_INT)},
     }

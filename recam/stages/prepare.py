@@ -11,10 +11,12 @@ import logging
 import torch
 
 from recam.config import Config
+from recam.data.cub import prepare_cub
 from recam.data.coco import COCO_CLASSES, prepare_coco14
 from recam.data.folder import prepare_folder
 from recam.data.splits import VOC12_SIZES, drop_bad_images, find_bad_images, prepare_voc12, write_prepared
 from recam.data.synthetic import generate_synthetic
+from recam.errors import RecamInputError
 from recam.io import markdown_table
 from recam.rundir import RunDir, config_slice
 
@@ -42,6 +44,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         stats = write_prepared(out, splits, [made["ids"][i] for i in keep], made["labels"][keep], class_names)
         stats = {**stats, "bad_images": dict(bad),
                  **{k: v for k, v in made.items() if k not in ("splits", "ids", "labels", "class_names")}}
+    elif data.name == "cub":
+        if data.cub_root is None:
+            raise RecamInputError("recam: dataset=cub needs dataset.cub_root=<the CUB_200_2011 folder> (images/, images.txt, ...)")
+        stats = prepare_cub(data.cub_root, data.root, out, list_dir=data.spg_list_dir)
     else:
         if data.name == "synthetic":
             info = generate_synthetic(data.root, data.synthetic, overwrite=cfg.prepare.overwrite)

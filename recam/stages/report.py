@@ -83,7 +83,13 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
     if summary:
         rows = [[key, _fmt(e["miou"], 100), _fmt(e.get("threshold")), _fmt(e.get("miou_fixed"), 100),
                  _fmt(e.get("threshold_fixed")), _fmt(e.get("miou_crf"), 100), e.get("split", "-")]
-                for key, e in summary.items()]
+                for key, e in summary.items() if "miou" in e]
+        loc = [[key, _fmt(e["gt_known_loc"], 100), _fmt(e.get("threshold")), _fmt(e.get("top1_loc"), 100),
+                _fmt(e.get("maxboxacc_v2"), 100), e.get("split", "-")]
+               for key, e in summary.items() if key.startswith("eval_loc/")]
+        if loc:   # box localization (eval_loc): no mIoU, its own table
+            lines += ["", "## Localization", "",
+                      markdown_table(["artifact", "GT-known loc %", "best tau", "top-1 loc %", "MaxBoxAccV2 %", "split"], loc)]
         lines += ["", "## Results", "",
                   markdown_table(["artifact", "mIoU %", "best t", "mIoU % (fixed t)", "fixed t", "mIoU % with CRF",
                                   "split"], rows),

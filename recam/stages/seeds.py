@@ -36,17 +36,22 @@ from recam.models.cam_net import CamNet
 from recam.models.recam_net import RecamNet
 from recam.rundir import RunDir, config_slice
 from recam.stages.common import cam_net_from_config, load_prepared
+from recam.models.spg import SPGNet
+from recam.stages.spg import spg_net_from_config
 
 log = logging.getLogger(__name__)
 
-METHODS = ("cam", "recam", *(m for m in CAM_METHODS if m != "cam"))
+METHODS = ("cam", "recam", "spg", *(m for m in CAM_METHODS if m != "cam"))
+# SPG read-out (spg-spec.md §7.1): per-class min-max of the class maps; the epsilon keeps a constant
+# map at 0 instead of the reference's NaN (spec §10 quirk 17).
+SPG_NORM_EPS = 1e-8
 # Settings that only the CAM-family methods read: left out of the config slice of cam/recam seeds.
 FAMILY_SETTINGS = ("target_layer", "chunk_size", "top_k", "noise_seed", "n_samples", "noise_std")
 
 
 def source_stage(method: str) -> str:
-    """The stage whose classifier a seed method uses: `recam` for ReCAM, `cam` for every other."""
-    return "recam" if method == "recam" else "cam"
+    """The stage whose classifier a seed method uses: `recam` for ReCAM, `spg` for SPG, `cam` for every other."""
+    return method if method in ("recam", "spg") else "cam"
 
 
 def method_options(stage: SeedsStage) -> dict:
@@ -55,8 +60,10 @@ def method_options(stage: SeedsStage) -> dict:
             "n_samples": stage.n_samples, "noise_std": stage.noise_std}
 
 
-def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: list[str]) -> tuple[CamNet, torch.Tensor]:
-    """The trained network of `seeds.method` and its (K, C) class-map weight (W, or W (.) V)."""
+def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int,
+                    class_names: list[str]) -> tuple[CamNet | SPGNet, torch.Tensor | None]:
+    """The trained network of `seeds.method` and its (K, C) class-map weight (W, or W (.) V;
+    None for SPG, whose class maps come from its own forward)."""
     method = cfg.seeds.method
     if method not in METHODS:
         raise RecamInputError(f"recam: seeds.method={method!r} is not one of {', '.join(METHODS)}")
@@ -67,9 +74,13 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int, class_names: 
     if not path.is_file():
         raise RecamInputError(f"recam: {path} does not exist - seeds.checkpoint_epoch={epoch} needs "
                               f"{source}.keep_epochs=true and at least {epoch} epochs")
-    cam_net = cam_net_from_config(cfg.model, num_classes, pretrained="none")
     checkpoint = load_checkpoint(path)
     check_class_names(checkpoint, class_names, path)
+    if source == "spg":
+        spg_net = spg_net_from_config(cfg.spg, num_classes, pretrained="none")
+        load_model_state(spg_net, checkpoint["model"], path)
+        return spg_net, None
+    cam_net = cam_net_from_config(cfg.model, num_classes, pretrained="none")
     if source == "cam":
         load_model_state(cam_net, checkpoint["model"], path)
         return cam_net, cam_net.classifier.weight.detach().flatten(1)
@@ -94,6 +105,29 @@ def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch
             fused[i].append(fuse_flip(torch.stack([raw[i], raw[count + i]])) if flip else F.relu(raw[i]))
     return [fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device))
             for i in range(count)]
+
+
+@torch.no_grad()
+def export_batch_spg(model: SPGNet, batch: dict, device: torch.device, amp: bool) -> list[dict[str, torch.Tensor]]:
+    """SPG seeds of one size bucket: per scale one forward of [x_1..x_n, mirror(x_1)..mirror(x_n)];
+    each class map min-max normalised at feature resolution (the reference read-out), then the
+    same flip and scale fusion as `export_batch`. Also "scores": (K,) logits averaged over scales
+    and flips (for top-1 localization). Whole images, not the reference's centre crop (spec §7.5)."""
+    count = len(batch["ids"])
+    fused: list[list[torch.Tensor]] = [[] for _ in range(count)]
+    scores = [[] for _ in range(count)]
+    for images in batch["images"]:
+        images = images.to(device)
+        with autocast(device, amp):
+            out = model(torch.cat([images, images.flip(-1)]))
+        maps = out["class_maps"].float()
+        low = maps.amin(dim=(-2, -1), keepdim=True)
+        loc = (maps - low) / (maps.amax(dim=(-2, -1), keepdim=True) - low + SPG_NORM_EPS)
+        for i in range(count):
+            fused[i].append(fuse_flip(torch.stack([loc[i], loc[count + i]])))
+            scores[i].append(out["logits"][[i, count + i]].float().mean(dim=0))
+    return [{**fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device)),
+             "scores": torch.stack(scores[i]).mean(dim=0)} for i in range(count)]
 
 
 def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
@@ -127,13 +161,13 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
-    ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
+    ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
     model = model.to(device).eval()
-    weight = weight.to(device)
+    weight = weight.to(device) if weight is not None else None
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
@@ -151,6 +185,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     high_dtype = np.dtype(stage.high_res_dtype)
 
     def export(batch: dict) -> list[dict[str, torch.Tensor]]:
+        if stage.method == "spg":
+            return export_batch_spg(model, batch, device, cfg.runtime.amp)
         if stage.method in ("cam", "recam"):
             return export_batch(model, weight, batch, device, cfg.runtime.amp, stage.flip)
         # float32: the gradient and score methods do not run under autocast
@@ -162,9 +198,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
                  disable=not is_main()) as bar:
         for batch in loader:
             for image_id, label, seed in zip(batch["ids"], batch["labels"], export(batch)):
+                extra = {"scores": seed["scores"].cpu().numpy().astype(np.float32)} if "scores" in seed else {}
                 save_npz(out / f"{image_id}.npz", keys=np.flatnonzero(label > 0).astype(np.int64),
                          cam=seed["cam"].cpu().numpy().astype(np.float32),
-                         high_res=seed["high_res"].cpu().numpy().astype(high_dtype))
+                         high_res=seed["high_res"].cpu().numpy().astype(high_dtype), **extra)
             bar.update(len(batch["ids"]))
     missing = [i for i in all_ids if not (out / f"{i}.npz").is_file()]
     results = {"method": stage.method, "split": stage.split, "images": len(all_ids), "exported_now": len(todo),

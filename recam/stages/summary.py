@@ -64,6 +64,9 @@ def gather(folder: Path, key: str | None = None) -> tuple[list[str], list[dict[s
         row: dict[str, Any] = {"run": str(run.relative_to(folder)) or "."}
         row.update({k: settings[run].get(k) for k in keys})
         for entry, values in read_json(run / "summary.json").items():
+            if "miou" not in values and "gt_known_loc" in values:   # eval_loc: boxes, no mIoU
+                row[f"{entry} (GT-known loc)"] = values["gt_known_loc"]
+                continue
             row[entry] = values.get("miou")
             if values.get("miou_fixed") is not None:
                 row[f"{entry} (fixed t)"] = values["miou_fixed"]

@@ -5,6 +5,8 @@ For `visualize.ids` (or the first `num_images` of `visualize.split`), with the `
     visualize/<id>/overlays.png   per class (rows) x method (columns): JET heat map over the image
     visualize/<id>/features.png   the first channels of `feature_layer` (torchvision make_grid)
     visualize/<id>/guided.png     per class: guided backprop, deconvnet, guided Grad-CAM
+    visualize/<id>/boxes.png      per seeds/<m> and class: heat map, GT boxes (green) and the `simple`
+                                  box at eval_loc's best tau (red; 0.5 without eval_loc/<m>)
     visualize/<id>/labels.png     ground truth, and in the VOC palette whatever exists for the id:
                                   seeds/<m> (at eval_seeds' best threshold, else the default),
                                   masks/<m>/<id>.png, eval_seg/<labels>/**/<id>.png
@@ -26,6 +28,8 @@ from recam.cams.methods import TITLES, compute_cams
 from recam.config import Config
 from recam.data.datasets import multiscale_inputs, read_image
 from recam.data.voc12 import load_mask
+from recam.data.wsol import voc_boxes
+from recam.eval.localization import foreground, largest_component_box
 from recam.errors import RecamInputError
 from recam.eval.metrics import seed_label
 from recam.io import atomic_write_with, load_label_png, load_npz, read_json, write_text
@@ -35,7 +39,9 @@ from recam.stages.common import load_prepared
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
 from recam.viz.grids import feature_grid, tile
 from recam.viz.html import Section, index_page
-from recam.viz.overlays import colorize_labels, gradient_image, overlay, upscale
+from recam.viz.overlays import colorize_labels, draw_box, gradient_image, overlay, upscale
+
+GT_COLOUR, BOX_COLOUR = (0, 255, 0), (255, 0, 0)
 
 
 def save_png(path: Path, picture: np.ndarray) -> None:
@@ -60,6 +66,30 @@ def label_pictures(rundir: RunDir, root: str, image_id: str) -> list[tuple[np.nd
             if any(is_side_folder(part) for part in path.relative_to(base).parents if part.name):
                 continue
             found.append((colorize_labels(load_label_png(path)), str(path.parent.relative_to(rundir.stage_dir(stage).parent))))
+    return found
+
+
+def box_pictures(rundir: RunDir, root: str, image_id: str, rgb: np.ndarray, class_names: list[str],
+                 alpha: float) -> list[tuple[np.ndarray, str]]:
+    """Per seeds/<m> of the id and per class with GT boxes: the heat map with the GT boxes (green)
+    and the `simple` box at eval_loc/<m>'s best tau (red)."""
+    boxes = voc_boxes(root, image_id, class_names)
+    found = []
+    for path in sorted(rundir.stage_dir("seeds").glob(f"*/{image_id}.npz")):
+        method = path.parent.name
+        scores = rundir.stage_dir("eval_loc", method) / "results.json"
+        tau = read_json(scores).get("threshold") if scores.is_file() else None
+        tau = 0.5 if tau is None else tau
+        seed = load_npz(path)
+        for j, k in enumerate(seed["keys"].tolist()):
+            if k not in boxes:
+                continue
+            heat = seed["high_res"][j].astype(np.float32)
+            picture = overlay(rgb, heat, alpha)
+            for gt in boxes[k]:
+                picture = draw_box(picture, gt, GT_COLOUR)
+            box, _ = largest_component_box(foreground(heat, tau))
+            found.append((draw_box(picture, box, BOX_COLOUR), f"{method} {class_names[k]} tau={tau:.2f}"))
     return found
 
 
@@ -105,10 +135,15 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         pictures = [gradient_image(g[0, k].cpu().numpy()) for k in range(len(keys)) for g in gradients]
         texts = [f"{kind}: {name}" for name in names for kind in ("guided backprop", "deconvnet", "guided Grad-CAM")]
         save_png(folder / "guided.png", tile([upscale(p, scale) for p in pictures], texts, columns=3))
+        located = box_pictures(rundir, cfg.dataset.root, image_id, rgb, data.class_names, stage.overlay_alpha)
+        if located:
+            save_png(folder / "boxes.png", tile([upscale(p, scale) for p, _ in located], [t for _, t in located]))
         labels = label_pictures(rundir, cfg.dataset.root, image_id)
         save_png(folder / "labels.png", tile([upscale(p, scale) for p, _ in labels], [t for _, t in labels]))
         sections.append(Section(f"{image_id}: {', '.join(names)}", pictures=[
             (f"{image_id}/overlays.png", "CAM heat maps: one row per class, one column per method"),
+            *([(f"{image_id}/boxes.png", "boxes: GT (green) and the largest-component box at the best tau (red)")]
+              if located else []),
             (f"{image_id}/labels.png", "ground truth, seeds, masks and predictions present for this image"),
             (f"{image_id}/guided.png", "guided backprop, deconvnet, guided Grad-CAM per class"),
             (f"{image_id}/features.png", f"first {stage.feature_channels} channels of {stage.feature_layer}")]))

@@ -63,3 +63,19 @@ def caption(image: np.ndarray, text: str, height: int = 14) -> np.ndarray:
     band = Image.new("RGB", (image.shape[1], height), (255, 255, 255))
     ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
     return np.concatenate([np.asarray(band, dtype=np.uint8), image], axis=0)
+
+
+def draw_box(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], width: int = 1) -> np.ndarray:
+    """A copy of `image` (H, W, 3) uint8 with the outline of an inclusive [x0, y0, x1, y1] box
+    (clipped to the image), `width` pixels thick, drawn inwards."""
+    out = image.copy()
+    height, wide = out.shape[:2]
+    x0, y0, x1, y1 = (int(v) for v in box)
+    x0, x1 = max(0, min(x0, wide - 1)), max(0, min(x1, wide - 1))
+    y0, y1 = max(0, min(y0, height - 1)), max(0, min(y1, height - 1))
+    for t in range(width):
+        out[min(y0 + t, y1), x0:x1 + 1] = colour
+        out[max(y1 - t, y0), x0:x1 + 1] = colour
+        out[y0:y1 + 1, min(x0 + t, x1)] = colour
+        out[y0:y1 + 1, max(x1 - t, x0)] = colour
+    return out
