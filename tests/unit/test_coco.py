@@ -12,7 +12,8 @@ from PIL import Image
 from recam.data.coco import CATEGORY_TO_LABEL, COCO_CATEGORY_IDS, COCO_CLASSES, coco2voc_mask, reference_mask
 from recam.errors import RecamInputError
 from recam.io import load_label_png, load_npz
-from recam.pipeline import RunDir, run_stage
+from recam.pipeline import run_stage
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 pytest.importorskip("pycocotools")
