@@ -50,6 +50,8 @@ NEXT, PREV, LOCK = ".next", ".prev", ".lock"
 # Not part of a manifest: the markers themselves, and files that change after DONE by design.
 UNLISTED = {"DONE", "started.json", "summary_entry.json"}
 SUMMARY_ENTRY = "summary_entry.json"
+# The config key that names a stage's sub-folder, where it is not `<stage>.method`.
+METHOD_KEYS = {"seg": "labels", "eval_seg": "labels"}
 _HOST = socket.gethostname().replace(".", "-")
 
 
@@ -202,7 +204,7 @@ class RunDir:
     def require(self, stage: str, method: str | None = None) -> Path:
         """The folder of a finished upstream stage, or one clear error naming the stage to run."""
         path = self.stage_dir(stage, method)
-        what = f"stage={stage}" + (f" {stage}.method={method}" if method else "")
+        what = f"stage={stage}" + (f" {stage}.{METHOD_KEYS.get(stage, 'method')}={method}" if method else "")
         done = read_done(path)
         if done is None:
             state = "has a damaged DONE file" if (path / "DONE").is_file() else "is not finished (no DONE file)"
@@ -228,6 +230,13 @@ class RunDir:
         rank 0 alone clears and writes, then all ranks meet.
         """
         key = stage_key(config_slice, self.used_inputs)
+        try:
+            return self._begin(final, config_slice, force, key)
+        except PermissionError as err:
+            raise RecamInputError(f"recam: cannot write in {final.parent} ({err.strerror}) - make the outputs folder "
+                                  "writable or set run.root to one that is; nothing was changed") from err
+
+    def _begin(self, final: Path, config_slice: dict, force: bool, key: str) -> tuple[Path, dict | None]:
         self._lock(final, key)
         staging = _sibling(final, NEXT)
         with _Mutex(_sibling(final, LOCK) / ".mutex"):

@@ -20,9 +20,9 @@ from recam.pipeline import run_stage
 
 log = logging.getLogger("recam")
 
-COMPOSE_HINT = ("recam: the command line could not be composed into a config (Hydra's message above: an unknown "
-                "key, a wrong type or an unknown option of a config group) - fix that override; "
-                "`python -m recam.train --help` lists the groups and `--cfg job` prints the config")
+COMPOSE_HINT = ("recam: Hydra stopped before the run started (its message is above: an unknown key, a wrong type, "
+                "an unknown option of a config group, or a log folder it cannot write) - fix that override or "
+                "folder; `python -m recam.train --help` lists the groups and `--cfg job` prints the config")
 _task_started = False
 
 

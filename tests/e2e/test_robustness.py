@@ -85,7 +85,7 @@ def test_entry_point_bad_value_and_hydra_errors_exit_2_with_our_line(tmp_path) -
         done = _entry(tmp_path, "stage=cam", f"run.root={tmp_path}", override)
         assert done.returncode == 2, (override, done.stderr[-500:])
         lines = done.stderr.strip().splitlines()
-        assert lines[-1].startswith("recam: the command line could not be composed"), lines[-3:]
+        assert lines[-1].startswith("recam: Hydra stopped before the run started"), lines[-3:]
         assert len(lines) > 1   # Hydra's own message is kept above ours
     assert not (tmp_path / "synthetic_resnet50" / "cam").exists()
 
