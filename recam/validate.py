@@ -259,6 +259,13 @@ def validate(cfg: Config, *, paths: bool = True) -> list[str]:
     if paths and cfg.dataset.name == "folder" and not Path(cfg.dataset.folder.root).is_dir():
         raise RecamInputError(f"recam: dataset.folder.root={cfg.dataset.folder.root} does not exist - give the folder "
                               "holding your images/, labels.csv and class_names.txt")
+    if paths and cfg.dataset.sbd_root is not None and not Path(cfg.dataset.sbd_root).is_dir():
+        raise RecamInputError(f"recam: dataset.sbd_root={cfg.dataset.sbd_root} does not exist - give SBD's dataset/ "
+                              "folder (benchmark_RELEASE/dataset) or leave it null to read SegmentationClassAug/")
+    for stage, folder in cfg.run.inputs.items():
+        if paths and not Path(folder).is_dir():
+            raise RecamInputError(f"recam: run.inputs.{stage}={folder} does not exist - give the folder of a finished "
+                                  f"`{stage}` stage (e.g. outputs/<experiment>/{stage})")
     if paths and cfg.dataset.name == "voc12" and not Path(cfg.dataset.root).is_dir():
         raise RecamInputError(f"recam: dataset.root={cfg.dataset.root} does not exist - download VOC 2012 "
                               "(VOCtrainval_11-May-2012.tar) and give its VOC2012 folder, or run with dataset=synthetic")

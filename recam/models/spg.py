@@ -19,6 +19,7 @@ unlike the unchanged source on torch >= 1.0).
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -58,7 +59,7 @@ class StrideOneInceptionB(InceptionB):
         return [branch3x3, branch3x3dbl, F.max_pool2d(x, kernel_size=3, stride=1, padding=1)]
 
 
-class SPGNet(nn.Module):
+class SPGNet(nn.Module, abc.ABC):
     """SPG heads over a backbone with three taps; subclasses define `taps(x)`.
 
     Subclasses build their backbone, then call `_add_heads`.
@@ -110,9 +111,9 @@ class SPGNet(nn.Module):
     def num_classes(self) -> int:
         return self.classier_1.out_channels
 
+    @abc.abstractmethod
     def taps(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """(B1 input, B2 input, top features) of the backbone."""
-        raise NotImplementedError
+        """(B1 input, B2 input, top features) of the backbone (each architecture defines it)."""
 
     def _drop(self, x: Tensor) -> Tensor:
         return F.dropout(x, self.dropout, training=self.training) if self.dropout > 0 else x

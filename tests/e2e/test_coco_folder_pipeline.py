@@ -12,7 +12,9 @@ from recam.data.synthetic import SYNTHETIC_COCO_IDS, generate_synthetic_coco
 from recam.config import SyntheticParams
 from recam.errors import RecamInputError
 from recam.io import load_label_png, load_npz
-from recam.pipeline import PLAN, RunDir, run_stage, step_folder
+from recam.pipeline import run_stage
+from recam.plan import PLAN, step_folder
+from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 pytest.importorskip("pycocotools")
