@@ -117,7 +117,7 @@ def run_stage(cfg: Config) -> dict:
     if name != "all":
         return call_stage(stages, name, cfg, device)
     results = {}
-    for step, overrides in plan_steps(cfg.stage.steps):
+    for step, overrides in plan_steps(cfg.stage.steps, cfg.dataset.name):
         step_cfg = with_stage_overrides(cfg, step, overrides)
         label = step_label(step, overrides)
         log.info("== %s ==", label)

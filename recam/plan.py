@@ -41,12 +41,19 @@ def step_folder(rundir: RunDir, step: str, overrides: dict) -> Path:
     return rundir.stage_dir(step, next(iter(overrides.values()), None))
 
 
-def plan_steps(selected: list[str]) -> list[tuple[str, dict]]:
-    """PLAN, or the steps of it named in `selected` (stage.steps), in plan order."""
+# Steps that need object boxes (XML annotations): left out for datasets without them.
+NEEDS_BOXES = {"eval_loc"}
+WITHOUT_BOXES = ("coco14", "folder")
+
+
+def plan_steps(selected: list[str], dataset: str | None = None) -> list[tuple[str, dict]]:
+    """PLAN (without the box steps for a dataset that has no boxes), or the steps of it named in
+    `selected` (stage.steps), in plan order."""
+    plan = [entry for entry in PLAN if not (dataset in WITHOUT_BOXES and entry[0] in NEEDS_BOXES)]
     if not selected:
-        return PLAN
+        return plan
     labels = [step_label(step, overrides) for step, overrides in PLAN]
     unknown = [s for s in selected if s not in labels]
     if unknown:
         raise RecamInputError(f"recam: stage.steps={unknown} are not steps of the plan - choose from {', '.join(labels)}")
-    return [entry for entry, label in zip(PLAN, labels) if label in selected]
+    return [entry for entry, label in zip(PLAN, labels) if label in selected and entry in plan]

@@ -84,6 +84,12 @@ def _device(v: Any) -> str | None:
     return None if isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", v) else "auto, cpu, cuda or cuda:N"
 
 
+def _run_name(v: Any) -> str | None:
+    """run.name: a folder under run.root; sweeps nest it (`sweep_lambda/recam.loss_weight=0.5`)."""
+    ok = isinstance(v, str) and v.strip() and not v.startswith("/") and ".." not in v.split("/")
+    return None if ok else "a non-empty relative folder name without '..'"
+
+
 def _name(v: Any) -> str | None:
     ok = isinstance(v, str) and v.strip() and "/" not in v and v not in (".", "..")
     return None if ok else "a non-empty folder name without '/'"
@@ -136,7 +142,7 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
     """{config group: {key: rule}}; every key of every group that has a range or a set of names."""
     seed_methods = _seed_methods()
     return {
-        "run": {"name": _name, "root": lambda v: None if v else "a folder path", "lock_wait_s": NONNEG,
+        "run": {"name": _run_name, "root": lambda v: None if v else "a folder path", "lock_wait_s": NONNEG,
                 "lock_stale_s": POSITIVE},
         "runtime": {"device": _device, "seed": NONNEG_INT, "num_workers": NONNEG_INT, "threads": NONNEG_INT},
         "dataset": {"name": _choice(*DATASETS), "root": lambda v: None if v else "the dataset folder",
@@ -262,10 +268,6 @@ def validate(cfg: Config, *, paths: bool = True) -> list[str]:
     if paths and cfg.dataset.sbd_root is not None and not Path(cfg.dataset.sbd_root).is_dir():
         raise RecamInputError(f"recam: dataset.sbd_root={cfg.dataset.sbd_root} does not exist - give SBD's dataset/ "
                               "folder (benchmark_RELEASE/dataset) or leave it null to read SegmentationClassAug/")
-    for stage, folder in cfg.run.inputs.items():
-        if paths and not Path(folder).is_dir():
-            raise RecamInputError(f"recam: run.inputs.{stage}={folder} does not exist - give the folder of a finished "
-                                  f"`{stage}` stage (e.g. outputs/<experiment>/{stage})")
     if paths and cfg.dataset.name == "voc12" and not Path(cfg.dataset.root).is_dir():
         raise RecamInputError(f"recam: dataset.root={cfg.dataset.root} does not exist - download VOC 2012 "
                               "(VOCtrainval_11-May-2012.tar) and give its VOC2012 folder, or run with dataset=synthetic")

@@ -100,7 +100,7 @@ def test_visualize_writes_pictures_and_an_index(trained) -> None:
     folder = rundir.stage_dir("visualize")
     page = (folder / "index.html").read_text()
     pictures = re.findall(r"src='([^']+)'", page)
-    assert len(pictures) == 4 * len(results["images"])
+    assert len(pictures) == 5 * len(results["images"])   # overlays, boxes, labels, guided, features
     for picture in pictures:
         with Image.open(folder / picture) as image:
             assert image.mode == "RGB" and image.width > 32
