@@ -1,0 +1,259 @@
+"""GT-free background-threshold selectors: arrays in, a threshold and a confidence out.
+
+Every WSSS pipeline (the official ReCAM code included) tunes its background thresholds against
+ground-truth masks. These selectors choose one from what the pipeline already has and no mask:
+a sample of images, their image-level labels (the `keys` of a seed) and the class score maps
+(seed CAMs, or the upsampled random walk), each max-normalised to [0, 1]. They all read the map
+the way `seed_label` labels it: a pixel is background at threshold t when its largest class score
+m <= t (a tie goes to background), else the class of that largest score.
+
+- `otsu`: Otsu's criterion on the pooled m values (every image weighs the same): the t of largest
+  between-class variance; confidence = Otsu's separability eta = sigma_b^2 / sigma^2.
+- `stability`: the plateau of the foreground-area curve A(t): the t where the partition changes
+  least as t moves, the area change over a small window divided by the smaller of fg and bg area
+  (so the trivial all-fg / all-bg plateaus never win); confidence = 1 - min / median of it.
+- `crf`: agreement of the seed partition at t with its dense-CRF refinement on the image (the
+  reference's IR-label CRF): the mean over images of the IoU between the thresholded label and
+  the CRF's label, averaged over background and the image's classes (a class the image is known
+  to hold but that both leave out counts 0); confidence = that agreement at the chosen t.
+
+On a plateau of equally good candidates (a clean two-level map) each returns its middle.
+Nothing here reads files or picks a device.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from recam.eval.metrics import seed_label
+from recam.masks.crf import IR_LABEL_KERNELS, CrfKernels, crf_from_labels
+
+# Partitions whose smaller side holds under this share of the pooled pixels count as trivial
+# (all foreground or all background) for `stability`.
+MIN_SIDE = 0.01
+# Relative tolerance under which two criterion values tie (a plateau), for the middle-of-plateau rule.
+TIE = 1e-9
+
+
+@dataclass(frozen=True)
+class ScoreMap:
+    """One image of a selector's sample.
+
+    scores: (n, H, W) float class maps in [0, 1] of the image's n classes (seed `high_res`, or the
+      upsampled, max-normalised walk); keys: (n,) int 0-based classes (image-level labels);
+    image: (H, W, 3) uint8 RGB, needed only by `crf`.
+    """
+    scores: np.ndarray
+    keys: np.ndarray
+    image: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selector's answer: `threshold` (one of the candidates), `score` (confidence in [0, 1],
+    comparable between runs of one selector only) and `curve` (candidate t -> criterion)."""
+    selector: str
+    threshold: float
+    score: float
+    curve: dict[float, float] = field(default_factory=dict)
+
+
+def candidate_grid(start: float, stop: float, step: float) -> np.ndarray:
+    """start..stop inclusive by step, rounded to 1e-6 (as eval_seeds' sweep, so 0.21 is 0.21)."""
+    if not (step > 0 and start <= stop):
+        raise ValueError(f"candidate grid needs step > 0 and start <= stop, got {start}, {stop}, {step}")
+    return np.unique(np.round(np.arange(start, stop + step / 2, step), 6))
+
+
+def sample_ids(ids: Sequence[str], size: int, seed: int) -> list[str]:
+    """A fixed random sample of `size` ids (all of them if fewer), kept in list order."""
+    if size < 1:
+        raise ValueError(f"sample size must be >= 1, got {size}")
+    if size >= len(ids):
+        return list(ids)
+    chosen = np.random.default_rng(seed).choice(len(ids), size=size, replace=False)
+    return [ids[i] for i in sorted(chosen.tolist())]
+
+
+def linked_thresholds(threshold: float, fg_offset: float = 0.14, bg_offset: float = 0.11) -> dict[str, float]:
+    """IR-label thresholds linked to a seed threshold t (spec §5.3, the ReCAM author's rule):
+    fg = t + fg_offset, bg = t - bg_offset, both clipped to [0.01, 0.99] and rounded to 1e-6.
+    The defaults turn ReCAM's t = 0.21 into its 0.35 / 0.10."""
+    clip = lambda value: round(float(min(max(value, 0.01), 0.99)), 6)  # noqa: E731
+    return {"fg": clip(threshold + fg_offset), "bg": clip(threshold - bg_offset)}
+
+
+def _pixel_max(score_map: ScoreMap) -> np.ndarray | None:
+    """(H*W,) float64 largest class score per pixel; None for an image without classes."""
+    scores = np.asarray(score_map.scores)
+    if scores.ndim != 3 or scores.shape[0] != len(score_map.keys):
+        raise ValueError(f"scores {scores.shape} must be (n, H, W) with n = len(keys) = {len(score_map.keys)}")
+    if scores.shape[0] == 0:
+        return None
+    return scores.reshape(scores.shape[0], -1).max(axis=0).astype(np.float64)
+
+
+def _pooled_moments(maps: Sequence[ScoreMap], grid: np.ndarray) -> dict[str, np.ndarray]:
+    """Per candidate t, pooled over images (each image weighing 1): w_bg (share of pixels with
+    m <= t), s_bg (their weighted sum of m), plus the totals s and q (sums of m and m^2)."""
+    w_bg = np.zeros(grid.size)
+    s_bg = np.zeros(grid.size)
+    total_s = total_q = 0.0
+    count = 0
+    for score_map in maps:
+        m = _pixel_max(score_map)
+        if m is None:
+            continue
+        m = np.sort(m)
+        weight = 1.0 / m.size
+        # Pixels with m <= t, as seed_label (float32 compare: the CAMs meet t in float32 there).
+        below = np.searchsorted(m.astype(np.float32), grid.astype(np.float32), side="right")
+        cumsum = np.concatenate([[0.0], np.cumsum(m)])
+        w_bg += weight * below
+        s_bg += weight * cumsum[below]
+        total_s += weight * cumsum[-1]
+        total_q += weight * float(np.dot(m, m))
+        count += 1
+    if count == 0:
+        raise ValueError("no image of the sample has a class: nothing to threshold")
+    return {"w_bg": w_bg / count, "s_bg": s_bg / count, "s": total_s / count, "q": total_q / count}
+
+
+def _middle_of_best(grid: np.ndarray, criterion: np.ndarray, maximise: bool) -> int:
+    """Index into `grid` of the best criterion (NaN = candidate not evaluated, +-inf = unusable).
+
+    On a tie the longest run of tied consecutive evaluated candidates is a plateau (a clean
+    two-level map gives one), and the candidate nearest its middle wins, not its first end.
+    """
+    keep = np.flatnonzero(~np.isnan(criterion))
+    values = criterion[keep]
+    usable = np.isfinite(values)
+    if not usable.any():
+        raise ValueError("no candidate threshold gives a usable criterion")
+    best = values[usable].max() if maximise else values[usable].min()
+    tied = usable & (np.abs(values - best) <= TIE * max(1.0, abs(best)))
+    runs, start = [], None
+    for i, flag in enumerate(np.append(tied, False)):
+        if flag and start is None:
+            start = i
+        elif not flag and start is not None:
+            runs.append((start, i - 1))
+            start = None
+    first, last = max(runs, key=lambda run: run[1] - run[0])
+    middle = (grid[keep[first]] + grid[keep[last]]) / 2
+    # The evaluated candidate nearest the middle (the lower one of two equally near).
+    return int(keep[first:last + 1][np.argmin(np.abs(grid[keep[first:last + 1]] - middle + 1e-12))])
+
+
+def select_otsu(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
+    """Otsu's threshold of the pooled per-pixel class maxima (see the module docstring)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    moments = _pooled_moments(maps, grid)
+    w0, s0 = moments["w_bg"], moments["s_bg"]
+    w1, s1 = 1.0 - w0, moments["s"] - s0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mu0, mu1 = s0 / w0, s1 / w1
+        between = w0 * w1 * (mu0 - mu1) ** 2
+    between = np.where((w0 > 0) & (w1 > 0), between, np.nan)
+    index = _middle_of_best(grid, between, maximise=True)
+    variance = moments["q"] - moments["s"] ** 2
+    score = float(between[index] / variance) if variance > 0 else 0.0
+    return Selection("otsu", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
+                     dict(zip(grid.tolist(), np.nan_to_num(between).tolist())))
+
+
+def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2) -> Selection:
+    """The plateau of the foreground-area curve (see the module docstring).
+
+    window: the area change at candidate i is A(t[i - window]) - A(t[i + window]) (clamped to
+    the grid), divided by min(A, 1 - A) at t[i]; candidates with a side under MIN_SIDE are out.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    area = 1.0 - _pooled_moments(maps, grid)["w_bg"]          # A(t): pooled foreground share
+    lo = np.clip(np.arange(grid.size) - window, 0, grid.size - 1)
+    hi = np.clip(np.arange(grid.size) + window, 0, grid.size - 1)
+    side = np.minimum(area, 1.0 - area)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        change = (area[lo] - area[hi]) / side
+    change = np.where(side >= MIN_SIDE, change, np.inf)
+    index = _middle_of_best(grid, change, maximise=False)
+    finite = change[np.isfinite(change)]
+    median = float(np.median(finite))
+    score = 1.0 - float(change[index]) / median if median > 0 else 0.0
+    return Selection("stability", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
+                     dict(zip(grid.tolist(), np.where(np.isfinite(change), change, -1.0).tolist())))
+
+
+def label_agreement(label: np.ndarray, refined: np.ndarray, num_labels: int) -> float:
+    """Mean over labels 0..num_labels-1 of IoU(label == l, refined == l); a label absent from
+    both counts 0 (the image is known to hold every one of them: background and its classes)."""
+    ious = []
+    for value in range(num_labels):
+        a, b = label == value, refined == value
+        union = np.count_nonzero(a | b)
+        ious.append(np.count_nonzero(a & b) / union if union else 0.0)
+    return float(np.mean(ious))
+
+
+def crf_agreement(score_map: ScoreMap, threshold: float, *, gt_prob: float = 0.7,
+                  kernels: CrfKernels = IR_LABEL_KERNELS) -> float:
+    """`label_agreement` of one image's seed label at `threshold` with its dense-CRF refinement
+    (compact labels: 0 background, c+1 the image's c-th class)."""
+    if score_map.image is None:
+        raise ValueError("the crf selector needs the images (ScoreMap.image)")
+    scores = np.asarray(score_map.scores)
+    label = seed_label(scores, np.arange(scores.shape[0]), threshold)
+    refined = crf_from_labels(score_map.image, label, scores.shape[0] + 1, gt_prob=gt_prob, kernels=kernels)
+    return label_agreement(label, refined, scores.shape[0] + 1)
+
+
+def select_crf(maps: Sequence[ScoreMap], grid: np.ndarray, *, coarse: int = 5, gt_prob: float = 0.7,
+               kernels: CrfKernels = IR_LABEL_KERNELS) -> Selection:
+    """The t of largest mean CRF agreement (see the module docstring).
+
+    Cost: one dense CRF per image and visited candidate. Coarse to fine: every `coarse`-th
+    candidate first, then every candidate within `coarse` steps of the best of those (about
+    len(grid) / coarse + 2 * coarse CRFs per image instead of len(grid)); on a plateau of tied
+    candidates, once more around its middle.
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    usable = [m for m in maps if len(m.keys) > 0]
+    if not usable:
+        raise ValueError("no image of the sample has a class: nothing to threshold")
+    criterion = np.full(grid.size, np.nan)
+
+    def visit(indices: Sequence[int]) -> None:
+        for i in indices:
+            if np.isnan(criterion[i]):
+                criterion[i] = np.mean([crf_agreement(m, float(grid[i]), gt_prob=gt_prob, kernels=kernels)
+                                        for m in usable])
+
+    step = max(int(coarse), 1)
+    visit(range(0, grid.size, step))
+    best = int(np.nanargmax(criterion))
+    visit(range(max(best - step + 1, 0), min(best + step, grid.size)))
+    index = _middle_of_best(grid, criterion, maximise=True)
+    best_value = np.nanmax(criterion)
+    if np.count_nonzero(np.abs(criterion - best_value) <= TIE) > 1:
+        # A plateau (ties): its middle is known to the coarse step only; look at its neighbours.
+        visit(range(max(index - step + 1, 0), min(index + step, grid.size)))
+        index = _middle_of_best(grid, criterion, maximise=True)
+    visited = ~np.isnan(criterion)
+    return Selection("crf", float(grid[index]), float(criterion[index]),
+                     dict(zip(grid[visited].tolist(), criterion[visited].tolist())))
+
+
+SELECTORS: dict[str, Callable[..., Selection]] = {
+    "otsu": select_otsu,
+    "stability": select_stability,
+    "crf": select_crf,
+}
+
+
+def select_threshold(selector: str, maps: Sequence[ScoreMap], grid: np.ndarray, **options) -> Selection:
+    """Run `SELECTORS[selector]` on a sample; ValueError naming the choices for an unknown one."""
+    if selector not in SELECTORS:
+        raise ValueError(f"unknown threshold selector {selector!r}; choose one of {', '.join(SELECTORS)}")
+    return SELECTORS[selector](maps, np.asarray(grid, dtype=np.float64), **options)
