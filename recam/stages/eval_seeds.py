@@ -1,4 +1,9 @@
-"""Stage `eval_seeds`: seed mIoU for a sweep of background thresholds in one pass (spec §5)."""
+"""Stage `eval_seeds`: seed mIoU for a sweep of background thresholds in one pass (spec §5).
+
+With `eval_seeds.threshold=auto` the headline threshold is chosen without ground truth
+(`thresholds.selector` on a sample of the seeds, recam/thresholds) before any mask is read; the
+sweep's best t (the GT oracle) stays beside it, so the gap is in results.json and summary.json.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +17,7 @@ from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion
 from recam.io import load_npz, markdown_table
 from recam.pipeline import RunDir, config_slice
+from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import load_prepared, begin_stage
 
 # Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
@@ -30,10 +36,16 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     data = load_prepared(rundir, data_cfg)
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_seeds", stage.method)
-    slice_ = config_slice(cfg, "dataset", "eval_seeds")
+    auto = is_auto(stage.threshold, "eval_seeds.threshold")
+    slice_ = config_slice(cfg, "dataset", "eval_seeds", *(["thresholds"] if auto else []))
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
-    fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
+    # The auto choice is made here, from the seeds alone, before the loop below opens any mask.
+    chosen = seed_threshold(cfg, data, seeds) if auto else None
+    if chosen is not None:
+        fixed = chosen["threshold"]
+    else:
+        fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
     thresholds = sweep_thresholds(*stage.sweep, fixed)
     sweep = ThresholdSweep(thresholds, num_labels=len(data.class_names) + 1)
     ids = data.ids(stage.split)
@@ -64,14 +76,22 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         "among_predfg_bg_fixed": float(res["among_predfg_bg"][fixed_index]),
         "sweep": {f"{t:.2f}": float(m) for t, m in zip(thresholds, res["miou"])},
     }
+    auto_entry = {}
+    if chosen is not None:
+        # The GT-free choice next to the oracle: gap = oracle mIoU - mIoU at the auto t (fraction).
+        auto_entry = {"threshold_auto": fixed, "miou_auto": results["miou_fixed"], "selector": chosen["selector"],
+                      "selector_score": chosen["score"], "gap": results["miou"] - results["miou_fixed"]}
+        results.update(auto=chosen, **auto_entry)
     table = (f"# eval_seeds/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
              f"mIoU {100 * results['miou']:.2f} at best t={results['threshold']:.2f}; "
-             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}\n\n"
+             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}"
+             + (f" (auto: {chosen['selector']}, score {chosen['score']:.3f}, no ground truth)" if chosen else "")
+             + "\n\n"
              + markdown_table(["class", "IoU (best t)", "IoU (fixed t)"],
                               [[n, results["iou_best"][n], results["iou_fixed"][n]] for n in names])
              + "\n" + markdown_table(["threshold", "mIoU"], [[t, m] for t, m in results["sweep"].items()]))
     rundir.finish(out, slice_, results, table)
     rundir.add_summary(f"eval_seeds/{stage.method}", {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)})
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids), **auto_entry})
     return results

@@ -3,6 +3,8 @@
 One palette PNG per image (0 background, k+1 class k, 255 unsure), written atomically by a pool
 of `num_workers` processes; images whose PNG exists are skipped, so an interrupted run resumes.
 The worker count is not part of the config key: it does not change a single pixel.
+`fg_threshold=auto` / `bg_threshold=auto`: the linked rule of spec §5.3 (t + fg_offset,
+t - bg_offset) on the GT-free seed threshold t of the seeds read (recam/stages/auto_thresholds.py).
 """
 from __future__ import annotations
 
@@ -20,7 +22,9 @@ from recam.errors import RecamInputError
 from recam.io import load_npz, load_rgb, markdown_table, save_label_png
 from recam.masks.ir_labels import ir_label
 from recam.pipeline import RunDir, config_slice
+from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import begin_stage, load_prepared
+from recam.thresholds import linked_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -53,12 +57,22 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.seeds)
     out = rundir.stage_dir("ir_labels")
     slice_ = config_slice(cfg, "dataset", "ir_labels")
-    slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in RUNTIME_KEYS}
+    auto = {"fg": is_auto(stage.fg_threshold, "ir_labels.fg_threshold"),
+            "bg": is_auto(stage.bg_threshold, "ir_labels.bg_threshold")}
+    # The offsets and the selector settings matter only to an auto threshold: kept out of the key otherwise.
+    unused = (*RUNTIME_KEYS, *(() if auto["fg"] else ("fg_offset",)), *(() if auto["bg"] else ("bg_offset",)))
+    slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in unused}
+    if any(auto.values()):
+        slice_.update(config_slice(cfg, "thresholds"))
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
+    chosen = seed_threshold(cfg, data, seeds) if any(auto.values()) else None
+    linked = linked_thresholds(chosen["threshold"], stage.fg_offset, stage.bg_offset) if chosen else {}
+    fg_threshold = linked["fg"] if auto["fg"] else float(stage.fg_threshold)
+    bg_threshold = linked["bg"] if auto["bg"] else float(stage.bg_threshold)
     ids = data.ids(stage.split)
     jobs = [IrLabelJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
-                       stage.fg_threshold, stage.bg_threshold, stage.gt_prob)
+                       fg_threshold, bg_threshold, stage.gt_prob)
             for i in ids if not (out / f"{i}.png").is_file()]
     missing = [j.seed for j in jobs if not Path(j.seed).is_file()]
     if missing:
@@ -68,7 +82,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     shares = map_jobs(label_image, jobs, num_workers=stage.num_workers, start_method=stage.start_method,
                       desc="ir_labels")
     results = {"seeds": stage.seeds, "split": stage.split, "images": len(ids), "labelled_now": len(jobs),
-               "fg_threshold": stage.fg_threshold, "bg_threshold": stage.bg_threshold}
+               "fg_threshold": fg_threshold, "bg_threshold": bg_threshold}
+    if chosen is not None:
+        results["auto"] = {**chosen, "seed_threshold": chosen["threshold"], "linked": [k for k, v in auto.items() if v]}
     if shares:
         results["mean_confident_fg"] = float(np.mean([s["fg"] for s in shares]))
         results["mean_unsure"] = float(np.mean([s["unsure"] for s in shares]))
