@@ -7,7 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: viz sweep-cam-methods
+.PHONY: viz sweep-cam-methods study-thresholds
 .PHONY: install test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -130,6 +130,12 @@ viz: install
 sweep-cam-methods: install
 	$(RUN) stage=all 'stage.steps=[prepare,cam]'
 	$(RUN) stage=cam_methods
+
+# GT-free thresholds (docs/thresholds.md): selectors against the GT oracle on small synthetic runs
+# -> bench/thresholds.json (STUDY_ARGS="--seeds 0 1 2 3 --n-train 320" for a bigger study).
+# `make demo EXP=demo_auto` runs the demo with every threshold auto.
+study-thresholds: install
+	$(PY) scripts/study_thresholds.py $(STUDY_ARGS)
 
 clean:
 	rm -rf outputs/$(EXP)

@@ -320,7 +320,7 @@ class ThresholdsConfig:
     """GT-free choice of every threshold set to `auto` (recam/thresholds, docs/thresholds.md):
     the selector reads a fixed random sample of images, their image-level labels and the score
     maps the stage thresholds (seeds, or the random walk), never a mask."""
-    selector: str = "crf"          # otsu | stability | crf (recam/thresholds/selectors.py SELECTORS)
+    selector: str = "consensus"    # otsu | stability | edges | crf | consensus (recam/thresholds/selectors.py SELECTORS)
     sample_size: int = 24          # images in the sample, 1..100000 (crf: ~37 dense CRFs per image)
     seed: int = 0                  # which sample, >= 0
     split: str = "train_aug"       # list the sample is drawn from (no ground truth is read)

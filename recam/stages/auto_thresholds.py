@@ -25,6 +25,9 @@ from recam.thresholds import SELECTORS, ScoreMap, candidate_grid, sample_ids, se
 
 log = logging.getLogger(__name__)
 
+# Selectors that look at the image itself (the others read only the score maps and labels).
+IMAGE_SELECTORS = ("edges", "crf", "consensus")
+
 
 def is_auto(value: float | str | None, key: str) -> bool:
     """True for "auto"; checks the field (a number in (0, 1), None or auto) on the way."""
@@ -76,7 +79,7 @@ def seed_threshold(cfg: Config, data: Prepared, seeds: Path) -> dict:
         raise RecamInputError(f"recam: the auto threshold's sample needs seeds of thresholds.split={thresholds.split}, "
                               f"but {seeds} has no {missing[0]}.npz ({len(missing)} missing) - export seeds for that "
                               "split (seeds.split) or set thresholds.split to the exported one")
-    with_image = thresholds.selector == "crf"
+    with_image = thresholds.selector in IMAGE_SELECTORS
 
     def read(image_id: str) -> ScoreMap:
         seed = load_npz(seeds / f"{image_id}.npz")

@@ -12,6 +12,10 @@ m <= t (a tie goes to background), else the class of that largest score.
 - `stability`: the plateau of the foreground-area curve A(t): the t where the partition changes
   least as t moves, the area change over a small window divided by the smaller of fg and bg area
   (so the trivial all-fg / all-bg plateaus never win); confidence = 1 - min / median of it.
+- `edges`: the t whose label borders follow the image's edges best (mean normalised image
+  gradient across the borders, smoothed over neighbouring candidates); confidence = 1 - median /
+  max of that curve.
+- `consensus`: the mean of the `otsu` and `edges` thresholds; confidence = 1 - their distance.
 - `crf`: agreement of the seed partition at t with its dense-CRF refinement on the image (the
   reference's IR-label CRF): the mean over images of the IoU between the thresholded label and
   the CRF's label, averaged over background and the image's classes (a class the image is known
@@ -167,16 +171,19 @@ def select_otsu(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
 def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2) -> Selection:
     """The plateau of the foreground-area curve (see the module docstring).
 
-    window: the area change at candidate i is A(t[i - window]) - A(t[i + window]) (clamped to
-    the grid), divided by min(A, 1 - A) at t[i]; candidates with a side under MIN_SIDE are out.
+    window: the area change at candidate t is A(t - window * step) - A(t + window * step) (the
+    ends clipped to [0, 1], the change divided by the clipped width, so the first and last
+    candidates are judged like the others), divided by min(A, 1 - A) at t; candidates with a
+    side under MIN_SIDE are out.
     """
     grid = np.asarray(grid, dtype=np.float64)
-    area = 1.0 - _pooled_moments(maps, grid)["w_bg"]          # A(t): pooled foreground share
-    lo = np.clip(np.arange(grid.size) - window, 0, grid.size - 1)
-    hi = np.clip(np.arange(grid.size) + window, 0, grid.size - 1)
+    step = float(np.min(np.diff(grid))) if grid.size > 1 else 0.01
+    lo, hi = np.clip(grid - window * step, 0.0, 1.0), np.clip(grid + window * step, 0.0, 1.0)
+    areas = 1.0 - _pooled_moments(maps, np.concatenate([grid, lo, hi]))["w_bg"]   # A(t): pooled foreground share
+    area, area_lo, area_hi = np.split(areas, 3)
     side = np.minimum(area, 1.0 - area)
     with np.errstate(divide="ignore", invalid="ignore"):
-        change = (area[lo] - area[hi]) / side
+        change = (area_lo - area_hi) / (hi - lo) * (2 * window * step) / side
     change = np.where(side >= MIN_SIDE, change, np.inf)
     index = _middle_of_best(grid, change, maximise=False)
     finite = change[np.isfinite(change)]
@@ -184,6 +191,58 @@ def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2
     score = 1.0 - float(change[index]) / median if median > 0 else 0.0
     return Selection("stability", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
                      dict(zip(grid.tolist(), np.where(np.isfinite(change), change, -1.0).tolist())))
+
+
+def _image_gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|forward difference| of the grey image down (H-1, W) and right (H, W-1), divided by the
+    image's mean difference (so images of different contrast weigh the same)."""
+    grey = np.asarray(image, dtype=np.float64).mean(axis=2)
+    down, right = np.abs(np.diff(grey, axis=0)), np.abs(np.diff(grey, axis=1))
+    mean = (down.sum() + right.sum()) / max(down.size + right.size, 1)
+    return (down / mean, right / mean) if mean > 0 else (down, right)
+
+
+def edge_contrast(score_map: ScoreMap, threshold: float, gradient: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+    """Mean normalised image gradient across the borders of the seed label at `threshold`
+    (pixel pairs whose labels differ, background and classes alike); NaN without a border."""
+    if score_map.image is None:
+        raise ValueError("the edges selector needs the images (ScoreMap.image)")
+    down, right = _image_gradient(score_map.image) if gradient is None else gradient
+    scores = np.asarray(score_map.scores)
+    label = seed_label(scores, np.arange(scores.shape[0]), threshold)
+    border_down, border_right = label[:-1] != label[1:], label[:, :-1] != label[:, 1:]
+    count = np.count_nonzero(border_down) + np.count_nonzero(border_right)
+    if count == 0:
+        return float("nan")
+    return float((down[border_down].sum() + right[border_right].sum()) / count)
+
+
+def select_edges(maps: Sequence[ScoreMap], grid: np.ndarray, *, smooth: int = 2) -> Selection:
+    """The t whose seed borders follow the image's edges best: the mean over images of
+    `edge_contrast`, averaged over +-`smooth` neighbouring candidates (the border of a stride-16
+    CAM moves in jumps, so single candidates are noisy); confidence = 1 - median / max of it."""
+    grid = np.asarray(grid, dtype=np.float64)
+    usable = [m for m in maps if len(m.keys) > 0]
+    if not usable:
+        raise ValueError("no image of the sample has a class: nothing to threshold")
+    gradients = [_image_gradient(m.image) if m.image is not None else None for m in usable]
+    raw = np.full(grid.size, np.nan)
+    for i, t in enumerate(grid):
+        values = [edge_contrast(m, float(t), g) for m, g in zip(usable, gradients)]
+        values = [v for v in values if np.isfinite(v)]   # images without a border at t say nothing
+        if values:
+            raw[i] = float(np.mean(values))
+    kernel = np.ones(2 * smooth + 1)
+    valid = np.isfinite(raw)
+    summed = np.convolve(np.where(valid, raw, 0.0), kernel, mode="same")
+    counts = np.convolve(valid.astype(np.float64), kernel, mode="same")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        criterion = np.where(valid & (counts > 0), summed / counts, -np.inf)
+    index = _middle_of_best(grid, criterion, maximise=True)
+    finite = criterion[np.isfinite(criterion)]
+    score = 1.0 - float(np.median(finite)) / float(criterion[index]) if criterion[index] > 0 else 0.0
+    return Selection("edges", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
+                     dict(zip(grid.tolist(), np.where(np.isfinite(criterion), criterion, -1.0).tolist())))
 
 
 def label_agreement(label: np.ndarray, refined: np.ndarray, num_labels: int) -> float:
@@ -245,10 +304,24 @@ def select_crf(maps: Sequence[ScoreMap], grid: np.ndarray, *, coarse: int = 5, g
                      dict(zip(grid[visited].tolist(), criterion[visited].tolist())))
 
 
+def select_consensus(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
+    """The mean of the `otsu` and `edges` thresholds (the value distribution and the image's
+    contours: two independent cues), snapped to the nearest candidate; confidence = 1 - their
+    distance (they agree: 1). Costs the two together (no CRF)."""
+    grid = np.asarray(grid, dtype=np.float64)
+    otsu, edges = select_otsu(maps, grid), select_edges(maps, grid)
+    middle = (otsu.threshold + edges.threshold) / 2
+    index = int(np.argmin(np.abs(grid - middle + 1e-12)))
+    return Selection("consensus", float(grid[index]), float(np.clip(1.0 - abs(otsu.threshold - edges.threshold), 0, 1)),
+                     {"otsu": otsu.threshold, "edges": edges.threshold})
+
+
 SELECTORS: dict[str, Callable[..., Selection]] = {
     "otsu": select_otsu,
     "stability": select_stability,
+    "edges": select_edges,
     "crf": select_crf,
+    "consensus": select_consensus,
 }
 
 

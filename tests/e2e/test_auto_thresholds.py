@@ -54,7 +54,7 @@ def test_auto_thresholds_without_ground_truth_and_next_to_the_oracle(tiny_all, t
     results = run_stage(compose_config(_overrides(cfg, tmp_path, cfg.dataset.root, "stage=eval_seeds",
                                                   "eval_seeds.method=cam", "eval_seeds.threshold=auto")))
     assert results["threshold_auto"] == results["threshold_fixed"] == expected
-    assert results["auto"]["selector"] == cfg.thresholds.selector == "crf"
+    assert results["auto"]["selector"] == cfg.thresholds.selector == "consensus"
     assert results["miou_fixed"] == pytest.approx(results["sweep"][f"{expected:.2f}"])
     assert results["gap"] == pytest.approx(results["miou"] - results["miou_fixed"]) and results["gap"] >= 0
 
@@ -80,7 +80,7 @@ def test_auto_thresholds_without_ground_truth_and_next_to_the_oracle(tiny_all, t
     assert evaluated["gap"] == pytest.approx(evaluated["miou"] - evaluated["miou_auto"]) and evaluated["gap"] >= 0
     summary = json.loads((tmp_path / "outputs" / "auto" / "summary.json").read_text())
     assert summary["eval_seeds/cam"]["threshold_auto"] == expected
-    assert summary["eval_masks/irn"]["selector"] == "crf"
+    assert summary["eval_masks/irn"]["selector"] == "consensus"
     report = run_stage(compose_config(_overrides(cfg, tmp_path, cfg.dataset.root, "stage=report")))["report"]
     assert "without ground truth" in report and "eval_masks/irn" in report
 

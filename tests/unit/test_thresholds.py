@@ -4,8 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recam.thresholds import (SELECTORS, ScoreMap, candidate_grid, label_agreement, linked_thresholds, sample_ids,
-                              select_crf, select_otsu, select_stability, select_threshold)
+from recam.thresholds import (SELECTORS, ScoreMap, candidate_grid, edge_contrast, label_agreement, linked_thresholds,
+                              sample_ids, select_consensus, select_crf, select_edges, select_otsu, select_stability,
+                              select_threshold)
 
 GRID = candidate_grid(0.05, 0.95, 0.01)
 
@@ -37,7 +38,7 @@ def test_candidate_grid_is_inclusive_and_rounded() -> None:
         candidate_grid(0.5, 0.4, 0.01)
 
 
-@pytest.mark.parametrize("select", [select_otsu, select_stability, select_crf])
+@pytest.mark.parametrize("select", [select_otsu, select_stability, select_edges, select_crf, select_consensus])
 def test_a_clean_two_level_step_gives_the_middle_of_its_plateau(select) -> None:
     # Every t in [0.2, 0.8) gives the same partition: each selector returns the plateau's middle.
     chosen = select([step_map(0.2, 0.8)], GRID)
@@ -82,6 +83,25 @@ def test_crf_finds_the_cam_level_that_follows_the_image_edge() -> None:
     assert chosen.score > 0.9
     shifted = select_crf([disc_map(level=0.7)], GRID)
     assert abs(shifted.threshold - 0.7) <= 0.05, shifted.curve
+
+
+def test_edges_finds_the_cam_level_that_follows_the_image_edge() -> None:
+    chosen = select_edges([disc_map(level=0.5)], GRID)
+    assert abs(chosen.threshold - 0.5) <= 0.03, chosen.curve
+    shifted = select_edges([disc_map(level=0.7)], GRID)
+    assert abs(shifted.threshold - 0.7) <= 0.03, shifted.curve
+    # The border of the white square in a two-level map crosses a gradient of 255 per pixel.
+    square = step_map(0.2, 0.8)
+    contrast = edge_contrast(square, 0.5)
+    assert contrast > 10 and np.isnan(edge_contrast(square, 0.1))   # t below both levels: no border
+
+
+def test_consensus_is_the_mean_of_otsu_and_edges() -> None:
+    maps = [disc_map(level=0.7)]
+    otsu, edges = select_otsu(maps, GRID).threshold, select_edges(maps, GRID).threshold
+    chosen = select_consensus(maps, GRID)
+    assert abs(chosen.threshold - (otsu + edges) / 2) <= 0.005 + 1e-9
+    assert chosen.score == pytest.approx(1 - abs(otsu - edges))
 
 
 def test_label_agreement_counts_a_known_label_missing_from_both_as_zero() -> None:
