@@ -186,6 +186,7 @@ def main() -> None:
     parser.add_argument("--data", default="data/study_thresholds")
     parser.add_argument("--out", default="bench/thresholds.json")
     parser.add_argument("--pipeline-only", action="store_true", help="train and export, do not analyse")
+    parser.add_argument("--reanalyse", action="store_true", help="recompute the rows kept beside each run")
     parser.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -197,7 +198,14 @@ def main() -> None:
             run_stage(cfg)
             timings[cfg.run.name] = round(time.perf_counter() - started, 1)
             if not args.pipeline_only:
-                rows.extend(analyse(args, cfg))
+                # Each run's rows are kept beside it, so a re-run (or a longer list of seeds) only adds.
+                cache = RunDir(cfg.run).root / "study_thresholds.json"
+                if cache.is_file() and not args.reanalyse:
+                    rows.extend(json.loads(cache.read_text()))
+                else:
+                    found = analyse(args, cfg)
+                    cache.write_text(json.dumps(found, indent=1))
+                    rows.extend(found)
     if args.pipeline_only:
         return
     out = Path(args.out)
