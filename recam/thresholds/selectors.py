@@ -15,7 +15,9 @@ m <= t (a tie goes to background), else the class of that largest score.
 - `edges`: the t whose label borders follow the image's edges best (mean normalised image
   gradient across the borders, smoothed over neighbouring candidates); confidence = 1 - median /
   max of that curve.
-- `consensus`: the mean of the `otsu` and `edges` thresholds; confidence = 1 - their distance.
+- `consensus` (the default, docs/thresholds.md): the mean of the `otsu` and `edges`
+  thresholds; confidence = 1 - their distance. Otsu alone sits low on the synthetic set's broad
+  CAMs, `edges` alone is noisy and sometimes runs to a grid end; their mean is steadier.
 - `crf`: agreement of the seed partition at t with its dense-CRF refinement on the image (the
   reference's IR-label CRF): the mean over images of the IoU between the thresholded label and
   the CRF's label, averaged over background and the image's classes (a class the image is known
@@ -47,7 +49,7 @@ class ScoreMap:
 
     scores: (n, H, W) float class maps in [0, 1] of the image's n classes (seed `high_res`, or the
       upsampled, max-normalised walk); keys: (n,) int 0-based classes (image-level labels);
-    image: (H, W, 3) uint8 RGB, needed only by `crf`.
+    image: (H, W, 3) uint8 RGB, needed only by `edges`, `crf` and `consensus`.
     """
     scores: np.ndarray
     keys: np.ndarray
@@ -57,7 +59,8 @@ class ScoreMap:
 @dataclass(frozen=True)
 class Selection:
     """A selector's answer: `threshold` (one of the candidates), `score` (confidence in [0, 1],
-    comparable between runs of one selector only) and `curve` (candidate t -> criterion)."""
+    comparable between runs of one selector only) and `curve` (candidate t -> criterion; for
+    `consensus` the thresholds of its two parts)."""
     selector: str
     threshold: float
     score: float
