@@ -14,7 +14,7 @@ import pytest
 
 from recam.config import threshold_setting
 from recam.errors import RecamInputError
-from recam.io import load_npz
+from recam.io import load_npz, load_rgb
 from recam.pipeline import RunDir, run_stage
 from recam.stages.auto_thresholds import check_thresholds
 from recam.thresholds import ScoreMap, candidate_grid, linked_thresholds, sample_ids, select_threshold
@@ -41,7 +41,6 @@ def _expected_seed_threshold(cfg, method: str) -> float:
     maps = []
     for image_id in sample_ids(ids, cfg.thresholds.sample_size, cfg.thresholds.seed):
         seed = load_npz(rundir.stage_dir("seeds", method) / f"{image_id}.npz")
-        from recam.io import load_rgb
         maps.append(ScoreMap(seed["high_res"].astype(np.float32), seed["keys"],
                              load_rgb(Path(cfg.dataset.root) / "JPEGImages" / f"{image_id}.jpg")))
     return select_threshold(cfg.thresholds.selector, maps, candidate_grid(*cfg.thresholds.grid)).threshold
