@@ -22,8 +22,8 @@ def step_map(low: float, high: float, size: int = 32, box: tuple[int, int] = (8,
 
 
 def disc_map(size: int = 40, radius: float = 10.0, level: float = 0.5) -> ScoreMap:
-    """A CAM that falls off linearly from the centre, m = 1 - r / (2 * radius) / (1 - level) * 0.5 ...
-    built so that its `level` contour is the circle of `radius`, the edge of a white disc."""
+    """A CAM that falls off linearly from the centre, m = 1 - (1 - level) * r / radius, so that its
+    `level` contour is the circle of `radius`: the edge of a white disc on black."""
     ys, xs = np.mgrid[:size, :size]
     r = np.hypot(ys - size / 2 + 0.5, xs - size / 2 + 0.5)
     scores = np.clip(1.0 - (1.0 - level) * r / radius, 0.0, 1.0).astype(np.float32)[None]
