@@ -7,7 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol
+.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol study-thresholds
 .PHONY: install lint format test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -156,6 +156,12 @@ eval_loc-cam: install
 wsol: install
 	$(RUN) stage=all 'stage.steps=[prepare,cam,seeds/cam,eval_seeds/cam,eval_loc/cam,recam,seeds/recam,eval_seeds/recam,eval_loc/recam]'
 	$(RUN) stage=wsol
+
+# GT-free thresholds (docs/thresholds.md): selectors against the GT oracle on small synthetic runs
+# -> bench/thresholds.json (STUDY_ARGS="--seeds 0 1 2 3 --n-train 320" for a bigger study).
+# `make demo EXP=demo_auto` runs the demo with every threshold auto.
+study-thresholds: install
+	$(PY) scripts/study_thresholds.py $(STUDY_ARGS)
 
 clean:
 	rm -rf outputs/$(EXP)

@@ -9,13 +9,28 @@ function the slice it needs.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from recam.errors import RecamInputError
+
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
+# A threshold field set to this is chosen without ground truth (`thresholds`, recam/thresholds).
+AUTO = "auto"
+
+
+def threshold_setting(value: float | str | None, key: str) -> float | str | None:
+    """The one check of a threshold field that accepts a number or "auto" (YAML gives a float or
+    a str; OmegaConf's Union keeps both typed): None, "auto", or a float in (0, 1)."""
+    if value is None or value == AUTO:
+        return value
+    if isinstance(value, str) or not 0.0 < float(value) < 1.0:
+        raise RecamInputError(f"recam: {key}={value!r} is not a threshold - give a number in (0, 1) or "
+                              f"{AUTO} (chosen without ground truth by thresholds.selector)")
+    return float(value)
 
 
 @dataclass
@@ -181,7 +196,8 @@ class SeedsStage:
 class EvalSeedsStage:
     method: str = "recam"
     split: str = "train"
-    threshold: Optional[float] = None  # fixed background threshold in (0, 1); None = 0.21 (recam) / 0.15 (cam)
+    # background threshold: a number in (0, 1), auto (GT-free, `thresholds`), None = 0.21 (recam) / 0.15 (cam)
+    threshold: Optional[Union[float, str]] = None
     # start, stop (inclusive), step in (0, 1): the protocol's range (AdvCAM / ReCAM, spec §5.2); the wide
     # [0.05, 0.60, 0.01] stays available (and the demo sweeps [0.05, 0.95, 0.01], its CAMs are broad)
     sweep: list[float] = field(default_factory=lambda: [0.15, 0.34, 0.01])
@@ -192,8 +208,12 @@ class IrLabelsStage:
     """Confident IR labels from seeds by dense CRF (spec §6a)."""
     seeds: str = "recam"           # which seeds/<method> to read
     split: str = "train_aug"       # ids to label (IRN trains on train_aug)
-    fg_threshold: float = 0.35     # conf_fg_thres (IRN repo: 0.30)
-    bg_threshold: float = 0.10     # conf_bg_thres (IRN repo: 0.05)
+    # conf_fg_thres / conf_bg_thres, each a number in (0, 1) (IRN repo: 0.30 / 0.05) or auto: the
+    # linked rule of spec 5.3 on the GT-free seed threshold t of `seeds`: t + fg_offset, t - bg_offset
+    fg_threshold: Union[float, str] = 0.35
+    bg_threshold: Union[float, str] = 0.10
+    fg_offset: float = 0.14        # auto only, in [-1, 1]: 0.21 + 0.14 = ReCAM's 0.35
+    bg_offset: float = 0.11        # auto only, in [-1, 1]: 0.21 - 0.11 = ReCAM's 0.10
     gt_prob: float = 0.7           # CRF unary confidence of the given label
     num_workers: int = 2           # CRF processes (the reference spawns 12); 0 = in this process
     start_method: str = "spawn"    # multiprocessing context of the pool: spawn | forkserver | fork
@@ -234,10 +254,10 @@ class MasksStage:
     radius: int = 5                # 34 directions
     beta: float = 10.0
     exp_times: int = 8             # 2^8 = 256 walk steps
-    bg_threshold: float = 0.28     # sem_seg_bg_thres (IRN repo: 0.25)
+    bg_threshold: Union[float, str] = 0.28  # sem_seg_bg_thres in (0, 1) (IRN repo: 0.25), or auto (GT-free, on the walk)
     save_scores: bool = True       # keep the stride-4 walk so eval_masks can sweep bg_threshold
     # method=crf (non-reference ablation: seeds + background plane -> dense CRF)
-    seed_threshold: Optional[float] = None  # background plane; None = eval_seeds' fixed default of `seeds`
+    seed_threshold: Optional[Union[float, str]] = None  # background plane in (0, 1); auto (GT-free); None = eval_seeds' default of `seeds`
     crf_kernels: str = "ir_label"  # ir_label (spec §6a kernels) | deeplab (spec §7.1 kernels)
     gt_prob: float = 0.7
     num_workers: int = 2           # CRF processes for method=crf
@@ -387,6 +407,18 @@ class WsolStage:
 
 
 @dataclass
+class ThresholdsConfig:
+    """GT-free choice of every threshold set to `auto` (recam/thresholds, docs/thresholds.md):
+    the selector reads a fixed random sample of images, their image-level labels and the score
+    maps the stage thresholds (seeds, or the random walk), never a mask."""
+    selector: str = "consensus"    # otsu | stability | edges | crf | consensus (recam/thresholds/selectors.py SELECTORS)
+    sample_size: int = 24          # images in the sample, 1..100000 (crf: ~37 dense CRFs per image)
+    seed: int = 0                  # which sample, >= 0
+    split: str = "train_aug"       # list the sample is drawn from (no ground truth is read)
+    grid: list[float] = field(default_factory=lambda: [0.05, 0.95, 0.01])  # candidates: start, stop (inclusive), step; 0 < start <= stop < 1, 0 < step
+
+
+@dataclass
 class Config:
     stage: StageSelect = MISSING
     dataset: DatasetConfig = MISSING
@@ -410,6 +442,7 @@ class Config:
     spg: SpgStage = field(default_factory=SpgStage)
     eval_loc: EvalLocStage = field(default_factory=EvalLocStage)
     wsol: WsolStage = field(default_factory=WsolStage)
+    thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
 
 
 def register_configs() -> None:

@@ -40,6 +40,7 @@ def _number(low: float, high: float | None = None, *, open_low: bool = False) ->
 
 POSITIVE_INT, NONNEG_INT = _int_at_least(1), _int_at_least(0)
 POSITIVE, NONNEG, FRACTION = _number(0, open_low=True), _number(0), _number(0, 1)
+AUTO_OR_FRACTION = lambda v: None if v == "auto" or FRACTION(v) is None else "a number in [0, 1] or auto"  # noqa: E731
 MOMENTUM = lambda v: None if isinstance(v, (int, float)) and 0 <= v < 1 else "a number in [0, 1)"  # noqa: E731
 
 
@@ -126,6 +127,11 @@ def _seg_pretrained(paths: bool) -> Rule:
     return rule
 
 
+def _selectors() -> tuple[str, ...]:
+    from recam.thresholds import SELECTORS   # the GT-free selectors' table
+    return tuple(SELECTORS)
+
+
 def _seed_methods() -> tuple[str, ...]:
     from recam.cams.methods import CAM_METHODS   # the CAM family's table, in plain sight there
     return ("cam", "recam", "spg", *(m for m in CAM_METHODS if m != "cam"))
@@ -169,10 +175,10 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
                   "num_shards": POSITIVE_INT, "shard_index": NONNEG_INT, "checkpoint_epoch": _optional(POSITIVE_INT),
                   "chunk_size": POSITIVE_INT, "top_k": _optional(POSITIVE_INT), "noise_seed": NONNEG_INT,
                   "n_samples": _optional(POSITIVE_INT), "noise_std": _optional(POSITIVE)},
-        "eval_seeds": {"method": _choice(*seed_methods), "split": _name, "threshold": _optional(FRACTION),
+        "eval_seeds": {"method": _choice(*seed_methods), "split": _name, "threshold": _optional(AUTO_OR_FRACTION),
                        "sweep": _sweep},
-        "ir_labels": {"seeds": _choice(*seed_methods), "split": _name, "fg_threshold": FRACTION,
-                      "bg_threshold": FRACTION, "gt_prob": _number(0, 1, open_low=True), "num_workers": NONNEG_INT,
+        "ir_labels": {"seeds": _choice(*seed_methods), "split": _name, "fg_threshold": AUTO_OR_FRACTION,
+                      "bg_threshold": AUTO_OR_FRACTION, "fg_offset": _number(-1, 1), "bg_offset": _number(-1, 1), "gt_prob": _number(0, 1, open_low=True), "num_workers": NONNEG_INT,
                       "start_method": _choice(*START_METHODS)},
         "irn": {"split": _name, "val_split": _optional(_name), "arch": _choice(*RESNETS),
                 "pretrained": _pretrained("imagenet", "none", "cam", paths=paths), "batch_size": POSITIVE_INT,
@@ -181,10 +187,12 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
                 "radius": POSITIVE_INT, "max_steps": _optional(POSITIVE_INT), "val_batches": _optional(POSITIVE_INT),
                 "mean_shift_batches": _optional(POSITIVE_INT), "log_every": POSITIVE_INT, "grad_clip": _optional(POSITIVE)},
         "masks": {"method": _choice(*MASK_METHODS), "seeds": _choice(*seed_methods), "split": _name,
-                  "radius": POSITIVE_INT, "beta": POSITIVE, "exp_times": NONNEG_INT, "bg_threshold": FRACTION,
-                  "seed_threshold": _optional(FRACTION), "crf_kernels": _choice("ir_label", "deeplab"),
+                  "radius": POSITIVE_INT, "beta": POSITIVE, "exp_times": NONNEG_INT, "bg_threshold": AUTO_OR_FRACTION,
+                  "seed_threshold": _optional(AUTO_OR_FRACTION), "crf_kernels": _choice("ir_label", "deeplab"),
                   "gt_prob": _number(0, 1, open_low=True), "num_workers": NONNEG_INT,
                   "start_method": _choice(*START_METHODS)},
+        "thresholds": {"selector": _choice(*_selectors()), "sample_size": _int_at_least(1), "seed": NONNEG_INT,
+                       "split": _name, "grid": _sweep},
         "eval_masks": {"method": _choice(*MASK_METHODS), "split": _name, "sweep": _sweep},
         "seg": {"labels": _choice("pseudo", "gt"), "masks": _choice(*MASK_METHODS), "split": _name, "gt_split": _name,
                 "gt_folder": _name, "arch": _choice(*SEG_ARCHS),
@@ -256,7 +264,7 @@ def validate(cfg: Config, *, paths: bool = True) -> list[str]:
     if cfg.irn.crop_size % 4:
         raise RecamInputError(f"recam: irn.crop_size={cfg.irn.crop_size} is not allowed - use a multiple of 4 "
                               "(the affinity labels' stride)")
-    if ir.bg_threshold >= ir.fg_threshold:
+    if "auto" not in (ir.bg_threshold, ir.fg_threshold) and ir.bg_threshold >= ir.fg_threshold:
         raise RecamInputError(f"recam: ir_labels.bg_threshold={ir.bg_threshold} is not below ir_labels.fg_threshold="
                               f"{ir.fg_threshold} - the unsure band needs bg_threshold < fg_threshold")
     if paths and cfg.dataset.name == "coco14" and not Path(cfg.dataset.coco.root).is_dir():

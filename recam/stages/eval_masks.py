@@ -4,6 +4,8 @@ Scores the mask PNGs (255 counted as background, as the reference does) at the t
 made with. For `masks/irn` with saved walk scores it also sweeps the background threshold in one
 pass (the same argmax as `rw_to_label`, one confusion matrix per threshold) and reports the best;
 tuning on the evaluation GT is optimistic, so the fixed-threshold figure stays beside it.
+Masks made with an `auto` threshold carry their GT-free choice here (`threshold_auto`,
+`selector`, `selector_score`; `gap` = oracle mIoU - mIoU at the auto t where a sweep exists).
 """
 from __future__ import annotations
 
@@ -65,11 +67,17 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
                        sweep={f"{t:.2f}": float(m) for t, m in zip(res["thresholds"], res["miou"])})
         rows = [[*row, results["iou_best"][row[0]]] for row in rows]
         header.append(f"IoU (best t={results['threshold']:.2f})")
+    auto_entry = {}
+    if "auto" in made:
+        auto_entry = {"threshold_auto": fixed, "miou_auto": results["miou_fixed"], "selector": made["auto"]["selector"],
+                      "selector_score": made["auto"]["score"],
+                      "gap": results["miou"] - results["miou_fixed"] if sweep is not None else None}
+        results.update(auto=made["auto"], **auto_entry)
     table = (f"# eval_masks/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
              f"mIoU {100 * results['miou_fixed']:.2f} at t={fixed:.2f}"
              + (f"; {100 * results['miou']:.2f} at the best t={results['threshold']:.2f}" if sweep else "")
              + "\n\n" + markdown_table(header, rows))
     rundir.finish(out, slice_, results, table, summary={f"eval_masks/{stage.method}": {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids)}})
+        "threshold_fixed": fixed, "split": stage.split, "images": len(ids), **auto_entry}})
     return results

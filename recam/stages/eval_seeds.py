@@ -1,4 +1,9 @@
-"""Stage `eval_seeds`: seed mIoU for a sweep of background thresholds in one pass (spec §5)."""
+"""Stage `eval_seeds`: seed mIoU for a sweep of background thresholds in one pass (spec §5).
+
+With `eval_seeds.threshold=auto` the headline threshold is chosen without ground truth
+(`thresholds.selector` on a sample of the seeds, recam/thresholds) before any mask is read; the
+sweep's best t (the GT oracle) stays beside it, so the gap is in results.json and summary.json.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -12,6 +17,7 @@ from recam.errors import RecamInputError
 from recam.eval.metrics import ThresholdSweep, iou_from_confusion
 from recam.io import load_npz, markdown_table
 from recam.rundir import RunDir, config_slice
+from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import load_prepared
 
 # Reference defaults (spec §5.2): ReCAM run_sample.py cam_eval_thres 0.21, IRN's CAM baseline 0.15.
@@ -35,11 +41,17 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     data = load_prepared(rundir, data_cfg)
     seeds = rundir.require("seeds", stage.method)
     out = rundir.stage_dir("eval_seeds", stage.method)
-    slice_ = config_slice(cfg, "dataset", "eval_seeds")
+    auto = is_auto(stage.threshold, "eval_seeds.threshold")
+    slice_ = config_slice(cfg, "dataset", "eval_seeds", *(["thresholds"] if auto else []))
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
-    fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
+    # The auto choice is made here, from the seeds alone, before the loop below opens any mask.
+    chosen = seed_threshold(cfg, data, seeds) if auto else None
+    if chosen is not None:
+        fixed = chosen["threshold"]
+    else:
+        fixed = stage.threshold if stage.threshold is not None else DEFAULT_THRESHOLD.get(stage.method, 0.21)
     thresholds = np.unique(np.append(sweep_thresholds(*stage.sweep, fixed), [float(t) for t in REFERENCE_THRESHOLDS]))
     sweep = ThresholdSweep(thresholds, num_labels=len(data.class_names) + 1)
     ids = data.ids(stage.split)
@@ -70,9 +82,17 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
                            for t in REFERENCE_THRESHOLDS},
         "reference_thresholds": REFERENCE_THRESHOLDS,
     }
+    auto_entry = {}
+    if chosen is not None:
+        # The GT-free choice next to the oracle: gap = oracle mIoU - mIoU at the auto t (fraction).
+        auto_entry = {"threshold_auto": fixed, "miou_auto": results["miou_fixed"], "selector": chosen["selector"],
+                      "selector_score": chosen["score"], "gap": results["miou"] - results["miou_fixed"]}
+        results.update(auto=chosen, **auto_entry)
     table = (f"# eval_seeds/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
              f"mIoU {100 * results['miou']:.2f} at best t={results['threshold']:.2f}; "
-             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}\n\n"
+             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}"
+             + (f" (auto: {chosen['selector']}, score {chosen['score']:.3f}, no ground truth)" if chosen else "")
+             + "\n\n"
              + "".join(f"- t={t}: {100 * m:.2f} ({REFERENCE_THRESHOLDS[t]})\n"
                        for t, m in results["miou_reference"].items()) + "\n"
              + markdown_table(["class", "IoU (best t)", "IoU (fixed t)"],
@@ -81,5 +101,5 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     rundir.finish(out, slice_, results, table, summary={f"eval_seeds/{stage.method}": {
         "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
         "threshold_fixed": fixed, "split": stage.split, "images": len(ids),
-        "miou_0.15": results["miou_reference"]["0.15"], "miou_0.21": results["miou_reference"]["0.21"]}})
+        "miou_0.15": results["miou_reference"]["0.15"], "miou_0.21": results["miou_reference"]["0.21"], **auto_entry}})
     return results

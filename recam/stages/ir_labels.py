@@ -3,6 +3,8 @@
 One palette PNG per image (0 background, k+1 class k, 255 unsure), written atomically by a pool
 of `num_workers` processes; images whose PNG exists are skipped, so an interrupted run resumes.
 The worker count is not part of the config key: it does not change a single pixel.
+`fg_threshold=auto` / `bg_threshold=auto`: the linked rule of spec §5.3 (t + fg_offset,
+t - bg_offset) on the GT-free seed threshold t of the seeds read (recam/stages/auto_thresholds.py).
 """
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ from recam.engine.progress import progress
 from recam.io import load_label_png, load_npz, load_rgb, markdown_table, readable, save_label_png
 from recam.masks.ir_labels import ir_label
 from recam.rundir import RunDir, config_slice
+from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import load_prepared
+from recam.thresholds import linked_thresholds
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +62,23 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.seeds)
     out = rundir.stage_dir("ir_labels")
     slice_ = config_slice(cfg, "dataset", "ir_labels")
-    slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in RUNTIME_KEYS}
+    auto = {"fg": is_auto(stage.fg_threshold, "ir_labels.fg_threshold"),
+            "bg": is_auto(stage.bg_threshold, "ir_labels.bg_threshold")}
+    # The offsets and the selector settings matter only to an auto threshold: kept out of the key otherwise.
+    unused = (*RUNTIME_KEYS, *(() if auto["fg"] else ("fg_offset",)), *(() if auto["bg"] else ("bg_offset",)))
+    slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in unused}
+    if any(auto.values()):
+        slice_.update(config_slice(cfg, "thresholds"))
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
+    chosen = seed_threshold(cfg, data, seeds) if any(auto.values()) else None
+    linked = linked_thresholds(chosen["threshold"], stage.fg_offset, stage.bg_offset) if chosen else {}
+    fg_threshold = linked["fg"] if auto["fg"] else float(stage.fg_threshold)
+    bg_threshold = linked["bg"] if auto["bg"] else float(stage.bg_threshold)
     ids = data.ids(stage.split)
     jobs = [IrLabelJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
-                       stage.fg_threshold, stage.bg_threshold, stage.gt_prob)
+                       fg_threshold, bg_threshold, stage.gt_prob)
             for i in ids if not readable(out / f"{i}.png")]
     missing = [j.seed for j in jobs if not Path(j.seed).is_file()]
     if missing:
@@ -76,9 +90,11 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     shares = [label_shares(load_label_png(out / f"{i}.png")) for i in progress(ids, desc="ir_labels stats",
                                                                              unit="img", leave=False)]
     results = {"seeds": stage.seeds, "split": stage.split, "images": len(ids), "labelled_now": len(jobs),
-               "fg_threshold": stage.fg_threshold, "bg_threshold": stage.bg_threshold,
+               "fg_threshold": fg_threshold, "bg_threshold": bg_threshold,
                "mean_confident_fg": float(np.mean([s["fg"] for s in shares])) if shares else 0.0,
                "mean_unsure": float(np.mean([s["unsure"] for s in shares])) if shares else 0.0}
+    if chosen is not None:
+        results["auto"] = {**chosen, "seed_threshold": chosen["threshold"], "linked": [k for k, v in auto.items() if v]}
     table = "# ir_labels\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
     rundir.finish(out, slice_, results, table)
     return results

@@ -96,6 +96,18 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
                   "Seeds and masks: mIoU at the best background threshold t, tuned on the evaluation ground truth "
                   "(optimistic), and at the fixed t (the headline). Segmentation (`eval_seg/*`): val mIoU of DeepLab "
                   "trained on the pseudo masks or on the ground truth (upper bound), without and with dense CRF."]
+        auto_rows = [[key, e["selector"], _fmt(e["threshold_auto"]), _fmt(e.get("selector_score"), 1, 3),
+                      _fmt(e["miou_auto"], 100), _fmt(e["threshold"]) if e.get("gap") is not None else "-",
+                      _fmt(e["miou"], 100) if e.get("gap") is not None else "-", _fmt(e.get("gap"), 100)]
+                     for key, e in summary.items() if e.get("threshold_auto") is not None]
+        if auto_rows:
+            lines += ["", "## Thresholds chosen without ground truth (`auto`)", "",
+                      markdown_table(["artifact", "selector", "auto t", "score", "mIoU % at auto t", "oracle t",
+                                      "oracle mIoU %", "gap (points)"], auto_rows),
+                      "The auto t is chosen from images, image-level labels and the score maps of a sample "
+                      "(docs/thresholds.md); the oracle, the best t of the ground-truth sweep, is shown only to "
+                      "measure the gap (none for masks/crf, which are made at one threshold)."]
+
     curves = sweep_curves(rundir, summary)
     if curves and plot_curves(curves, rundir.root / "report_miou.png"):
         lines += ["", "![mIoU against the background threshold](report_miou.png)"]

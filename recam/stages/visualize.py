@@ -56,7 +56,9 @@ def label_pictures(rundir: RunDir, root: str, image_id: str) -> list[tuple[np.nd
             continue
         method = folder.name
         scores = rundir.stage_dir("eval_seeds", method) / "results.json"
-        t = read_json(scores)["threshold"] if scores.is_file() else DEFAULT_THRESHOLD.get(method, 0.15)
+        # An auto (GT-free) threshold, where eval_seeds chose one, is the one the pipeline uses.
+        evaluated = read_json(scores) if scores.is_file() else {}
+        t = evaluated.get("threshold_auto", evaluated.get("threshold", DEFAULT_THRESHOLD.get(method, 0.15)))
         seed = load_npz(folder / f"{image_id}.npz")
         found.append((colorize_labels(seed_label(seed["high_res"].astype(np.float32), seed["keys"], t)),
                       f"seeds/{method} t={t:.2f}"))
