@@ -41,13 +41,20 @@ class RunConfig:
 class RuntimeConfig:
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     seed: int = 0
-    amp: bool = False              # CUDA autocast (bf16/fp16) in training and export
-    channels_last: bool = False
+    # Autocast (CUDA: bf16 where supported, else fp16 + GradScaler; CPU: bf16) - the default of every
+    # stage's own switch (cam.amp, recam.amp, seeds.amp, irn.amp, seg.amp, eval_seg.amp: None = this).
+    amp: bool = False
+    channels_last: bool = False    # models and batches in NHWC (faster convolutions on CPU and tensor cores)
     num_workers: int = 2           # DataLoader workers
     threads: int = 0               # torch.set_num_threads; 0 keeps torch's default
     deterministic: bool = False    # torch.use_deterministic_algorithms + cudnn.deterministic
     cudnn_benchmark: bool = True
-    tf32: bool = True
+    # TF32 matmuls and convolutions on Ampere+ GPUs: off for fidelity (the reference runs full FP32 and
+    # torch's own matmul default is off); on in `runtime=fast` (configs/runtime/fast.yaml).
+    tf32: bool = False
+    # torch.compile the model of the training stages (cam, recam, irn, seg); outputs of the other
+    # stages are unchanged. Off = eager, the reference's numbers.
+    compile: bool = False
 
 
 @dataclass
@@ -108,6 +115,7 @@ class TrainStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     keep_epochs: bool = False      # also keep every epoch's weights as checkpoints/epoch_<n>.pt
+    amp: Optional[bool] = None     # autocast in this stage; None = runtime.amp
 
 
 @dataclass
@@ -143,6 +151,7 @@ class SeedsStage:
     noise_seed: int = 0            # seed of the noise of smoothgradcampp and sscam
     n_samples: Optional[int] = None  # noisy samples (smoothgradcampp, sscam); None = the method's default (4 / 8)
     noise_std: Optional[float] = None  # noise std (smoothgradcampp: input units, 0.3; sscam: mask units, 2.0)
+    amp: Optional[bool] = None     # autocast of the backbone forward (cam/recam; class maps stay float32); None = runtime.amp
 
 
 @dataclass
@@ -189,6 +198,7 @@ class IrnStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     keep_epochs: bool = False
+    amp: Optional[bool] = None     # autocast in training and the mean shift; None = runtime.amp
 
 
 @dataclass
@@ -247,6 +257,7 @@ class SegStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     check_labels: bool = True      # read every label file before training (values, sizes); false: existence only
+    amp: Optional[bool] = None     # autocast in training; None = runtime.amp
 
 
 @dataclass
@@ -257,6 +268,7 @@ class EvalSegStage:
     scales: list[float] = field(default_factory=lambda: [1.0])  # extra test scales (MSC already fuses 1/0.75/0.5)
     flip: bool = False             # the reference tests without flip
     crf: bool = True               # also score dense-CRF refined predictions (the paper's 68.5 is with CRF)
+    amp: Optional[bool] = None     # autocast of the forward (probabilities are taken in float32); None = runtime.amp
 
 
 @dataclass
@@ -317,6 +329,11 @@ class Config:
     visualize: VisualizeStage = field(default_factory=VisualizeStage)
     cam_methods: CamMethodsStage = field(default_factory=CamMethodsStage)
 
+    def amp_for(self, stage: str) -> bool:
+        """Whether `stage` runs under autocast: its own `amp` switch, or runtime.amp where that is None."""
+        own = getattr(getattr(self, stage), "amp", None)
+        return self.runtime.amp if own is None else own
+
 
 def register_configs() -> None:
     """Store every schema (called by the entry point, never at import)."""
@@ -325,3 +342,4 @@ def register_configs() -> None:
     cs.store(group="stage", name="base_stage", node=StageSelect)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)

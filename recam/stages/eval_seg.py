@@ -33,6 +33,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     split = stage.split or cfg.dataset.val_list
     out = rundir.stage_dir("eval_seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "eval_seg")
+    slice_["eval_seg"]["amp"] = amp = cfg.amp_for("eval_seg")   # the resolved precision is what changes the outputs
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     num_labels = len(data.class_names) + 1
@@ -49,7 +50,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         else:
             image = load_image(root, image_id)
             x = torch.from_numpy(to_chw(normalize(image, cfg.dataset.mean, cfg.dataset.std)))[None].to(device)
-            with autocast(device, cfg.runtime.amp):
+            with autocast(device, amp):
                 probs = predict_probs(model, x, scales=stage.scales, flip=stage.flip)
             preds = {"pred": probs.argmax(dim=0).to(torch.uint8).cpu().numpy()}
             if stage.crf:

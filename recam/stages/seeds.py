@@ -127,6 +127,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
+    slice_["seeds"]["amp"] = amp = cfg.amp_for("seeds")   # the resolved precision is what changes the outputs
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
@@ -149,7 +150,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
 
     def export(batch: dict) -> list[dict[str, torch.Tensor]]:
         if stage.method in ("cam", "recam"):
-            return export_batch(model, weight, batch, device, cfg.runtime.amp)
+            return export_batch(model, weight, batch, device, amp)
         # float32: the gradient and score methods do not run under autocast
         return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage))
 
