@@ -31,10 +31,10 @@ def test_gpu_bench_tiny_runs_every_stage(tmp_path) -> None:
     assert stages["seg"]["iterations_per_s"] > 0
     assert report["projected_total_s"] == round(sum(r.get("projected_s_at_voc", 0.0) for r in stages.values()), 1)
     assert "| seeds_val_ampon_bucket1 |" in (tmp_path / "bench" / "gpu_bench.md").read_text()
-    # Bucketed and one-at-a-time exports are the same numbers (AMP off: bit for bit).
+    # Bucketed and one-at-a-time exports are the same numbers (AMP off; float noise of the batch size only).
     outputs = tmp_path / "bench" / "work" / "outputs"
     bucketed = sorted((outputs / "seeds_val_ampoff_bucket8" / "seeds" / "recam").glob("*.npz"))
     assert bucketed
     for path in bucketed:
         alone = load_npz(outputs / "seeds_val_ampoff_bucket1" / "seeds" / "recam" / path.name)
-        np.testing.assert_array_equal(load_npz(path)["high_res"], alone["high_res"])
+        np.testing.assert_allclose(load_npz(path)["high_res"], alone["high_res"], rtol=1e-5, atol=1e-6)
