@@ -9,7 +9,6 @@ from omegaconf import DictConfig, OmegaConf
 
 from recam.config import Config, register_configs
 from recam.errors import RecamInputError
-from recam.pipeline import run_stage
 
 log = logging.getLogger("recam")
 
@@ -21,6 +20,10 @@ def to_config(cfg: DictConfig) -> Config:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
 def main(cfg: DictConfig) -> None:
+    # Imported here, not at the top: the CRF stages' spawned workers re-import this module as
+    # __mp_main__, and the pipeline's imports (torch, torchvision) cost each worker seconds.
+    from recam.pipeline import run_stage
+
     try:
         run_stage(to_config(cfg))
     except RecamInputError as err:

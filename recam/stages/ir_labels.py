@@ -7,7 +7,6 @@ The worker count is not part of the config key: it does not change a single pixe
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,34 +16,16 @@ from recam.config import Config
 from recam.data.voc12 import image_path
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
-from recam.io import load_npz, load_rgb, markdown_table, save_label_png
-from recam.masks.ir_labels import ir_label
+from recam.io import markdown_table
 from recam.pipeline import RunDir, config_slice
 from recam.stages.common import begin_stage, load_prepared
+# The worker lives in a torch-free module, so spawned workers start in a fraction of a second.
+from recam.stages.crf_workers import IrLabelJob, label_image
 
 log = logging.getLogger(__name__)
 
 # Settings that change how fast, not what: left out of the stage key.
 RUNTIME_KEYS = ("num_workers", "start_method")
-
-
-@dataclass(frozen=True)
-class IrLabelJob:
-    image: str
-    seed: str
-    out: str
-    fg_threshold: float
-    bg_threshold: float
-    gt_prob: float
-
-
-def label_image(job: IrLabelJob) -> dict:
-    """Worker: one image's IR label, saved as `job.out`; returns its pixel shares."""
-    seed = load_npz(job.seed)
-    label = ir_label(load_rgb(job.image), seed["high_res"].astype(np.float32), seed["keys"],
-                     fg_threshold=job.fg_threshold, bg_threshold=job.bg_threshold, gt_prob=job.gt_prob)
-    save_label_png(job.out, label)
-    return {"fg": float(((label > 0) & (label != 255)).mean()), "unsure": float((label == 255).mean())}
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
