@@ -152,6 +152,10 @@ class SeedsStage:
     n_samples: Optional[int] = None  # noisy samples (smoothgradcampp, sscam); None = the method's default (4 / 8)
     noise_std: Optional[float] = None  # noise std (smoothgradcampp: input units, 0.3; sscam: mask units, 2.0)
     amp: Optional[bool] = None     # autocast of the backbone forward (cam/recam; class maps stay float32); None = runtime.amp
+    # Memory layout of the export's network: true = channels_last (NHWC), false = NCHW, None = the
+    # fastest per device: NHWC on CPU (oneDNN, ~1.7x, docs/performance.md), runtime.channels_last on CUDA.
+    # Speed only (float rounding), so it is not part of the stage key.
+    channels_last: Optional[bool] = None
 
 
 @dataclass

@@ -94,6 +94,15 @@ def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch
             for i in range(count)]
 
 
+def export_channels_last(stage: SeedsStage, runtime_channels_last: bool, device: torch.device) -> bool:
+    """The layout of the export: seeds.channels_last, or where that is None the fastest of the
+    device - channels_last on CPU (oneDNN's NHWC convolutions; the reference gets it by accident
+    from a transposed numpy array, spec §4 / docs/performance.md), runtime.channels_last on CUDA."""
+    if stage.channels_last is not None:
+        return stage.channels_last
+    return device.type == "cpu" or runtime_channels_last
+
+
 def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
                         options: dict) -> list[dict[str, torch.Tensor]]:
     """Seeds of one size bucket by CAM-family `method`: per image and scale, one call on
@@ -125,14 +134,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
-    ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
+    ignored = ("num_shards", "shard_index", "bucket_size", "channels_last") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
     slice_["seeds"]["amp"] = amp = cfg.amp_for("seeds")   # the resolved precision is what changes the outputs
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
     weight = weight.to(device)
-    if cfg.runtime.channels_last:
+    if export_channels_last(stage, cfg.runtime.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
     shards, shard = stage.num_shards, stage.shard_index

@@ -62,3 +62,14 @@ def test_reference_layout_reaches_the_network_channels_last() -> None:
     assert [tuple(b.shape) for b in batches] == [(2, 3, 37, 45), (2, 3, 18, 22)]
     assert all(b.is_contiguous(memory_format=torch.channels_last) and not b.is_contiguous() for b in batches)
     torch.testing.assert_close(batches[0][1], batches[0][0].flip(-1))
+
+
+def test_export_layout_is_the_fastest_per_device_unless_set() -> None:
+    from recam.config import SeedsStage
+    from recam.stages.seeds import export_channels_last
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert export_channels_last(SeedsStage(), False, cpu) is True
+    assert export_channels_last(SeedsStage(), False, cuda) is False
+    assert export_channels_last(SeedsStage(), True, cuda) is True
+    assert export_channels_last(SeedsStage(channels_last=False), True, cpu) is False
+    assert export_channels_last(SeedsStage(channels_last=True), False, cuda) is True
