@@ -49,8 +49,8 @@ class RuntimeConfig:
     threads: int = 0               # torch.set_num_threads; 0 keeps torch's default
     deterministic: bool = False    # torch.use_deterministic_algorithms + cudnn.deterministic
     cudnn_benchmark: bool = True
-    # TF32 matmuls and convolutions on Ampere+ GPUs: off for fidelity (the reference runs full FP32 and
-    # torch's own matmul default is off); on in `runtime=fast` (configs/runtime/fast.yaml).
+    # TF32 matmuls and convolutions on Ampere+ GPUs: off = plain FP32, numbers independent of the GPU
+    # generation (torch's default: matmul off, cuDNN on); on in `runtime=fast` (configs/runtime/fast.yaml).
     tf32: bool = False
     # torch.compile the model of the training stages (cam, recam, irn, seg); outputs of the other
     # stages are unchanged. Off = eager, the reference's numbers.
