@@ -36,7 +36,7 @@ def test_cuda_seeds_and_masks_equal_the_cpu_ones(gpu_run) -> None:
     """Same classifier and IRN (trained on CUDA in fp32): the CPU export of seeds and walk masks
     from those weights equals the CUDA one to float noise."""
     cuda_cfg = compose_config([*gpu_run, "run.name=cuda_vs_cpu", "runtime.amp=false", "runtime.tf32=false",
-                               "stage=all", "stage.steps=[cam,recam,seeds/recam,ir_labels,irn,masks/irn]"])
+                               "stage=all", "stage.steps=[prepare,cam,recam,seeds/recam,ir_labels,irn,masks/irn]"])
     run_stage(cuda_cfg)
     cuda = RunDir(cuda_cfg.run)
     inputs = [f"+run.inputs.{stage}={cuda.stage_dir(stage)}" for stage in ("prepare", "cam", "recam", "irn")]
