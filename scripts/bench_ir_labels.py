@@ -91,7 +91,9 @@ def compare_reference(args: argparse.Namespace) -> None:
     import sys
     repo = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(repo), "OMP_NUM_THREADS": "1"}
+    import resource
     seconds: dict[str, list[float]] = {"reference": [], "ours": []}
+    cpu: dict[str, list[float]] = {"reference": [], "ours": []}   # CPU seconds of the process and its workers
     with tempfile.TemporaryDirectory() as tmp:
         pairs = make_inputs(Path(tmp), args.images, *args.size)
         for image, seed in pairs:   # the reference's pickled-dict .npy next to our .npz
@@ -109,16 +111,21 @@ def compare_reference(args: argparse.Namespace) -> None:
                 jobs = [(image, seed.replace(".npz", ".npy") if name == "reference" else seed, str(out / f"{i}.png"))
                         for i, (image, seed) in enumerate(pairs)]
                 started = time.perf_counter()
+                before = resource.getrusage(resource.RUSAGE_CHILDREN)
                 done = subprocess.run([sys.executable, str(scripts[name]), json.dumps(jobs), str(args.processes)],
                                       env=env, capture_output=True, text=True, cwd=tmp)
                 if done.returncode != 0:
                     raise SystemExit(done.stderr[-3000:])
                 seconds[name].append((time.perf_counter() - started) / len(jobs))
+                after = resource.getrusage(resource.RUSAGE_CHILDREN)
+                cpu[name].append((after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) / len(jobs))
                 outputs[name] = [np.asarray(Image.open(j[2])) for j in jobs]
-                print(f"round {round_index + 1} {name:10s} {seconds[name][-1]:.3f} s/image", flush=True)
+                print(f"round {round_index + 1} {name:10s} {seconds[name][-1]:.3f} s/image wall, "
+                      f"{cpu[name][-1]:.3f} s/image CPU", flush=True)
     same = all(np.array_equal(a, b) for a, b in zip(outputs["reference"], outputs["ours"]))
     report = {"images": args.images, "size": args.size, "processes": args.processes, "cpu_count": os.cpu_count(),
-              "torch": torch.__version__, "seconds_per_image": seconds,
+              "torch": torch.__version__, "seconds_per_image": seconds, "cpu_seconds_per_image": cpu,
+              "cpu_time_speedup_per_round": [r / o for r, o in zip(cpu["reference"], cpu["ours"])],
               "speedup_per_round": [r / o for r, o in zip(seconds["reference"], seconds["ours"])],
               "identical_labels": same}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
