@@ -32,6 +32,7 @@ from recam.engine.memory import PeakMemory
 from recam.errors import RecamInputError
 from recam.io import save_npz
 from recam.models.cam_net import CamNet
+from recam.models.fold import fold_batchnorm
 from recam.models.recam_net import RecamNet
 from recam.pipeline import RunDir, config_slice
 from recam.stages.common import cam_net_from_config, load_prepared, begin_stage
@@ -134,12 +135,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
-    ignored = ("num_shards", "shard_index", "bucket_size", "channels_last") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
+    ignored = ("num_shards", "shard_index", "bucket_size", "channels_last", "fold_bn") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
     slice_["seeds"]["amp"] = amp = cfg.amp_for("seeds")   # the resolved precision is what changes the outputs
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
+    if stage.fold_bn and stage.method in ("cam", "recam"):   # the family methods keep the trained modules
+        model = fold_batchnorm(model)
     weight = weight.to(device)
     if export_channels_last(stage, cfg.runtime.channels_last, device):
         model = model.to(memory_format=torch.channels_last)

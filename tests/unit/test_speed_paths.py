@@ -73,3 +73,20 @@ def test_export_layout_is_the_fastest_per_device_unless_set() -> None:
     assert export_channels_last(SeedsStage(), True, cuda) is True
     assert export_channels_last(SeedsStage(channels_last=False), True, cpu) is False
     assert export_channels_last(SeedsStage(channels_last=True), False, cuda) is True
+
+
+def test_folded_export_equals_the_plain_export() -> None:
+    from recam.data.datasets import collate_multiscale, multiscale_inputs
+    from recam.stages.seeds import export_batch
+    torch.manual_seed(0)
+    model = _with_running_stats(build_cam_net(arch="resnet18", num_classes=4, pretrained="none"))
+    weight = model.classifier.weight.detach().flatten(1)
+    image = np.random.default_rng(1).integers(0, 256, (41, 50, 3), dtype=np.uint8)
+    label = np.array([1, 0, 1, 0], np.float32)
+    batch = collate_multiscale([{"id": "a", "size": (41, 50), "label": label,
+                                 "images": multiscale_inputs(image, [1.0, 0.5, 1.5], [0.5] * 3, [0.25] * 3)}])
+    (plain,) = export_batch(model, weight, batch, torch.device("cpu"), amp=False)
+    folded_model = fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last)
+    (folded,) = export_batch(folded_model, weight, batch, torch.device("cpu"), amp=False)
+    for key in ("cam", "high_res"):
+        torch.testing.assert_close(folded[key], plain[key], rtol=0, atol=2e-5)
