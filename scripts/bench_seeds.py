@@ -103,11 +103,11 @@ def reference_make_cam(model, weight: torch.Tensor, image: np.ndarray, label: np
 
 
 def ours_export(model, weight: torch.Tensor, image: np.ndarray, label: np.ndarray, scales: list[float],
-                out_path: Path, high_dtype: str) -> dict:
+                out_path: Path, high_dtype: str, amp: bool = False) -> dict:
     """One image through our `seeds` path: multiscale_inputs -> export_batch -> save_npz."""
     from recam.io import save_npz
     sample = {"id": "x", "size": image.shape[:2], "label": label, "images": multiscale_inputs(image, scales, MEAN, STD)}
-    (seed,) = export_batch(model, weight, collate_multiscale([sample]), torch.device("cpu"), False)
+    (seed,) = export_batch(model, weight, collate_multiscale([sample]), torch.device("cpu"), amp)
     save_npz(out_path, keys=np.flatnonzero(label > 0).astype(np.int64), cam=seed["cam"].numpy().astype(np.float32),
              high_res=seed["high_res"].numpy().astype(high_dtype))
     return seed
@@ -143,6 +143,8 @@ def compare_reference(args: argparse.Namespace) -> None:
                                                          out / f"{i}.npz", "float16"),
         "ours_channels_last_folded_bn": lambda i, out: ours_export(folded, weight, images[i], labels[i], scales,
                                                                    out / f"{i}.npz", "float16"),
+        "ours_channels_last_folded_bn_bf16": lambda i, out: ours_export(folded, weight, images[i], labels[i], scales,
+                                                                        out / f"{i}.npz", "float16", amp=True),
     }
     chosen = {k: v for k, v in variants.items() if k == "reference" or k in args.variants}
     seconds: dict[str, list[float]] = {name: [] for name in chosen}
