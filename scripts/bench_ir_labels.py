@@ -96,7 +96,7 @@ def compare_reference(args: argparse.Namespace) -> None:
     cpu: dict[str, list[float]] = {"reference": [], "ours": []}   # CPU seconds of the process and its workers
     with tempfile.TemporaryDirectory() as tmp:
         pairs = make_inputs(Path(tmp), args.images, *args.size)
-        for image, seed in pairs:   # the reference's pickled-dict .npy next to our .npz
+        for _image, seed in pairs:   # the reference's pickled-dict .npy next to our .npz
             z = np.load(seed)
             np.save(seed.replace(".npz", ".npy"), {"keys": torch.from_numpy(z["keys"]), "cam": torch.from_numpy(z["cam"]),
                                                     "high_res": z["high_res"].astype(np.float32)})

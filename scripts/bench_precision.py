@@ -9,6 +9,7 @@ under autocast (--train-amp). Writes bench/precision.json.
 Stages already finished with the same config are skipped (the run directory's contract), so a
 second call only adds what is missing.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,6 +38,7 @@ def compose(overrides: list[str]):
 
 def run(overrides: list[str]) -> dict:
     from recam.pipeline import run_stage
+
     return run_stage(compose(overrides))
 
 
@@ -52,8 +54,11 @@ def compare(a: Path, b: Path) -> dict:
             if diff.size:
                 worst[key] = max(worst[key], float(diff.max()))
                 means[key].append(float(diff.mean()))
-    return {"images": len(names), **{f"max_abs_diff_{k}": v for k, v in worst.items()},
-            **{f"mean_abs_diff_{k}": float(np.mean(v)) if v else 0.0 for k, v in means.items()}}
+    return {
+        "images": len(names),
+        **{f"max_abs_diff_{k}": v for k, v in worst.items()},
+        **{f"mean_abs_diff_{k}": float(np.mean(v)) if v else 0.0 for k, v in means.items()},
+    }
 
 
 def main() -> None:
@@ -66,8 +71,14 @@ def main() -> None:
     parser.add_argument("--out", default="bench/precision.json")
     args = parser.parse_args()
     root = Path(args.root)
-    common = ["experiment=demo", f"run.root={root / 'outputs'}", f"dataset.root={root / 'data' / 'synthetic' / 'VOC2012'}",
-              f"cam.epochs={args.cam_epochs}", f"recam.epochs={args.recam_epochs}", f"runtime.device={args.device}"]
+    common = [
+        "experiment=demo",
+        f"run.root={root / 'outputs'}",
+        f"dataset.root={root / 'data' / 'synthetic' / 'VOC2012'}",
+        f"cam.epochs={args.cam_epochs}",
+        f"recam.epochs={args.recam_epochs}",
+        f"runtime.device={args.device}",
+    ]
     fp32 = root / "outputs" / "fp32"
     shared = [f"+run.inputs.{s}={fp32 / s}" for s in ("prepare", "cam", "recam")]
     for stage in ("prepare", "cam", "recam"):
@@ -78,20 +89,36 @@ def main() -> None:
         run([*common, "run.name=fp32", *seeds, "seeds.amp=false"])
         ref = run([*common, "run.name=fp32", "stage=eval_seeds", f"eval_seeds.method={method}"])
         run([*common, "run.name=bf16", *shared, *seeds, "seeds.amp=true"])
-        half = run([*common, "run.name=bf16", f"+run.inputs.prepare={fp32 / 'prepare'}", "stage=eval_seeds",
-                    f"eval_seeds.method={method}"])
+        half = run(
+            [
+                *common,
+                "run.name=bf16",
+                f"+run.inputs.prepare={fp32 / 'prepare'}",
+                "stage=eval_seeds",
+                f"eval_seeds.method={method}",
+            ]
+        )
         report[f"seeds/{method}"] = {
             **compare(fp32 / "seeds" / method, root / "outputs" / "bf16" / "seeds" / method),
-            "miou_fp32": ref["miou"], "miou_bf16": half["miou"], "miou_diff": half["miou"] - ref["miou"],
-            "threshold_fp32": ref["threshold"], "threshold_bf16": half["threshold"],
-            "miou_fixed_fp32": ref["miou_fixed"], "miou_fixed_bf16": half["miou_fixed"]}
+            "miou_fp32": ref["miou"],
+            "miou_bf16": half["miou"],
+            "miou_diff": half["miou"] - ref["miou"],
+            "threshold_fp32": ref["threshold"],
+            "threshold_bf16": half["threshold"],
+            "miou_fixed_fp32": ref["miou_fixed"],
+            "miou_fixed_bf16": half["miou_fixed"],
+        }
     if args.train_amp:
-        trained = run([*common, "run.name=bf16_train", f"+run.inputs.prepare={fp32 / 'prepare'}", "stage=cam",
-                       "cam.amp=true"])
+        trained = run(
+            [*common, "run.name=bf16_train", f"+run.inputs.prepare={fp32 / 'prepare'}", "stage=cam", "cam.amp=true"]
+        )
         reference = run([*common, "run.name=fp32", "stage=cam"])
-        report["cam_training"] = {"val_map_fp32": reference["val_map"], "val_map_bf16": trained["val_map"],
-                                  "images_per_s_fp32": reference["images_per_s"],
-                                  "images_per_s_bf16": trained["images_per_s"]}
+        report["cam_training"] = {
+            "val_map_fp32": reference["val_map"],
+            "val_map_bf16": trained["val_map"],
+            "images_per_s_fp32": reference["images_per_s"],
+            "images_per_s_bf16": trained["images_per_s"],
+        }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2, default=float))
     print(json.dumps(report, indent=2, default=float))

@@ -8,6 +8,7 @@ activation, which are memory-bound (scripts/bench_seeds.py --reference measures 
 change by float rounding only (the product is taken once in the weights instead of per pixel).
 Never for training: the folded model has no BN to update and no BN keys in its state_dict.
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -29,7 +30,11 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
                 setattr(module, conv_name, fuse_conv_bn_eval(conv, bn))
                 setattr(module, bn_name, nn.Identity())
         down = getattr(module, "downsample", None)
-        if isinstance(down, nn.Sequential) and len(down) == 2 and isinstance(down[0], nn.Conv2d) \
-                and isinstance(down[1], nn.BatchNorm2d):
+        if (
+            isinstance(down, nn.Sequential)
+            and len(down) == 2
+            and isinstance(down[0], nn.Conv2d)
+            and isinstance(down[1], nn.BatchNorm2d)
+        ):
             module.downsample = nn.Sequential(fuse_conv_bn_eval(down[0], down[1]), nn.Identity())
     return model

@@ -6,6 +6,7 @@ unpickles its function by importing the function's module, and importing the sta
 the whole difference between our `ir_labels` and the reference's loop on a few images
 (docs/performance.md). These import numpy, PIL and pydensecrf only.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -32,8 +33,14 @@ class IrLabelJob:
 def label_image(job: IrLabelJob) -> dict:
     """Worker: one image's IR label, saved as `job.out`; returns its pixel shares."""
     seed = load_npz(job.seed)
-    label = ir_label(load_rgb(job.image), seed["high_res"].astype(np.float32), seed["keys"],
-                     fg_threshold=job.fg_threshold, bg_threshold=job.bg_threshold, gt_prob=job.gt_prob)
+    label = ir_label(
+        load_rgb(job.image),
+        seed["high_res"].astype(np.float32),
+        seed["keys"],
+        fg_threshold=job.fg_threshold,
+        bg_threshold=job.bg_threshold,
+        gt_prob=job.gt_prob,
+    )
     save_label_png(job.out, label)
     return {"fg": float(((label > 0) & (label != 255)).mean()), "unsure": float((label == 255).mean())}
 
@@ -53,6 +60,7 @@ def crf_mask(job: CrfMaskJob) -> None:
     seed = load_npz(job.seed)
     keys = seed["keys"].astype(np.int64)
     compact = confident_labels(seed["high_res"].astype(np.float32), keys, job.threshold)
-    refined = crf_from_labels(load_rgb(job.image), compact, len(keys) + 1, gt_prob=job.gt_prob,
-                              kernels=KERNELS[job.kernels])
+    refined = crf_from_labels(
+        load_rgb(job.image), compact, len(keys) + 1, gt_prob=job.gt_prob, kernels=KERNELS[job.kernels]
+    )
     save_label_png(job.out, np.concatenate([[0], keys + 1])[refined].astype(np.uint8))

@@ -1,5 +1,6 @@
 """`scripts/gpu_bench.py --tiny` end to end on CPU: every stage runs through the real stage code,
 the report has a rate and a VOC projection per stage, and the seed-export variants agree."""
+
 from __future__ import annotations
 
 import json
@@ -15,13 +16,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def test_gpu_bench_tiny_runs_every_stage(tmp_path) -> None:
-    done = subprocess.run([sys.executable, str(REPO / "scripts" / "gpu_bench.py"), "--tiny", "--keep",
-                           "--out", str(tmp_path / "bench")], capture_output=True, text=True, cwd=REPO, timeout=900)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gpu_bench.py"), "--tiny", "--keep", "--out", str(tmp_path / "bench")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-4000:]
     report = json.loads((tmp_path / "bench" / "gpu_bench.json").read_text())
     stages = report["stages"]
-    expected = {"prepare", "cam", "recam", "seeds", "eval_seeds", "ir_labels", "irn", "masks", "eval_masks", "seg",
-                "eval_seg", *[f"seeds_val_amp{a}_bucket{b}" for a in ("off", "on") for b in (8, 1)]}
+    expected = {
+        "prepare",
+        "cam",
+        "recam",
+        "seeds",
+        "eval_seeds",
+        "ir_labels",
+        "irn",
+        "masks",
+        "eval_masks",
+        "seg",
+        "eval_seg",
+        *[f"seeds_val_amp{a}_bucket{b}" for a in ("off", "on") for b in (8, 1)],
+    }
     assert set(stages) == expected
     assert all(r["ok"] for r in stages.values()), {n: r.get("error") for n, r in stages.items()}
     for name in expected - {"prepare"}:

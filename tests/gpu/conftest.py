@@ -1,5 +1,6 @@
 """GPU tests: `make test-gpu` (pytest -m gpu tests/gpu). Every test here is marked `gpu` and skips,
 saying why, where no CUDA device is visible; the default `make test` deselects them."""
+
 from __future__ import annotations
 
 import pytest
@@ -21,5 +22,10 @@ def pytest_collection_modifyitems(config, items) -> None:
 def gpu_run(tmp_path_factory):
     """Overrides of a tiny synthetic experiment on CUDA (debug=tiny, then device cuda)."""
     base = tmp_path_factory.mktemp("gpu")
-    return [f"run.root={base / 'outputs'}", f"dataset.root={base / 'data' / 'VOC2012'}", "dataset=synthetic",
-            "debug=tiny", "runtime.device=cuda"]
+    return [
+        f"run.root={base / 'outputs'}",
+        f"dataset.root={base / 'data' / 'VOC2012'}",
+        "dataset=synthetic",
+        "debug=tiny",
+        "runtime.device=cuda",
+    ]

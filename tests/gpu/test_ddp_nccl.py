@@ -2,6 +2,7 @@
 broadcast of the weights) on CUDA gives the plain run's weights, and its checkpoint has no
 `module.` prefix. (The pipeline itself only wraps in DDP with 2+ ranks - is_distributed - so one
 GPU exercises NCCL through this script; tests/e2e/test_ddp.py covers the 2-rank pipeline on gloo.)"""
+
 from __future__ import annotations
 
 import subprocess
@@ -51,9 +52,23 @@ dist.destroy_process_group()
 
 def test_one_process_nccl_ddp_equals_plain_training(tmp_path) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=1", f"--master_port={free_port()}",
-         "--no-python", sys.executable, "-c", SCRIPT, str(tmp_path / "ddp.pt")],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=1",
+            f"--master_port={free_port()}",
+            "--no-python",
+            sys.executable,
+            "-c",
+            SCRIPT,
+            str(tmp_path / "ddp.pt"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-6000:]
     state = torch.load(tmp_path / "ddp.pt", map_location="cpu", weights_only=False)
     assert set(state["ddp"]) == set(state["plain"]) and not any(k.startswith("module.") for k in state["ddp"])

@@ -1,5 +1,6 @@
 """Kernels and models on CUDA against CPU: the sparse random walk, channels_last forwards, bf16
 autocast of the seed export, and checkpoints written on the GPU loaded on the CPU."""
+
 from __future__ import annotations
 
 import pytest
@@ -26,10 +27,14 @@ def test_sparse_walk_on_cuda_equals_cpu(classes, height, width, exp_times) -> No
     cuda = random_walk(cams.to(CUDA), edge.to(CUDA), exp_times=exp_times)
     assert cuda.device.type == "cuda" and cuda.dtype == torch.float32
     torch.testing.assert_close(cuda.cpu(), cpu, rtol=1e-4, atol=1e-6)
-    if height * width < 1000:   # the dense oracle in float64 on the GPU as well
+    if height * width < 1000:  # the dense oracle in float64 on the GPU as well
         dense = random_walk_dense(cams.double().to(CUDA), edge.double().to(CUDA), exp_times=exp_times)
-        torch.testing.assert_close(random_walk(cams.double().to(CUDA), edge.double().to(CUDA), exp_times=exp_times),
-                                   dense, rtol=1e-9, atol=1e-12)
+        torch.testing.assert_close(
+            random_walk(cams.double().to(CUDA), edge.double().to(CUDA), exp_times=exp_times),
+            dense,
+            rtol=1e-9,
+            atol=1e-12,
+        )
 
 
 def _bucket(count: int = 2) -> dict:
@@ -39,8 +44,14 @@ def _bucket(count: int = 2) -> dict:
         image = (torch.rand(75, 100, 3, generator=gen) * 255).to(torch.uint8).numpy()
         label = torch.zeros(20)
         label[[i, 7]] = 1
-        samples.append({"id": str(i), "size": (75, 100), "label": label.numpy(),
-                        "images": multiscale_inputs(image, [1.0, 0.5, 1.5, 2.0], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])})
+        samples.append(
+            {
+                "id": str(i),
+                "size": (75, 100),
+                "label": label.numpy(),
+                "images": multiscale_inputs(image, [1.0, 0.5, 1.5, 2.0], [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]),
+            }
+        )
     return collate_multiscale(samples)
 
 
@@ -62,7 +73,7 @@ def test_seed_export_on_cuda_equals_cpu(channels_last) -> None:
         torch.testing.assert_close(ours["cam"].cpu(), theirs["cam"], rtol=0, atol=2e-4)
     amp = export_batch(gpu_model, weight.to(CUDA), batch, CUDA, amp=True)
     diff = max(float((a["high_res"].cpu() - b["high_res"]).abs().max()) for a, b in zip(amp, cpu))
-    assert 0 < diff < 0.15, diff   # bf16 changes the maps (values in [0, 1]) by a bf16-sized amount (CPU bf16: 0.046)
+    assert 0 < diff < 0.15, diff  # bf16 changes the maps (values in [0, 1]) by a bf16-sized amount (CPU bf16: 0.046)
 
 
 def test_recam_head_float32_under_cuda_autocast() -> None:
@@ -84,7 +95,7 @@ def test_checkpoint_written_on_gpu_loads_on_cpu(tmp_path) -> None:
     model(torch.randn(2, 3, 64, 64, device=CUDA))["logits"].sum().backward()
     optimizer.step()
     save_checkpoint(tmp_path / "gpu.pt", {"model": model.state_dict(), "optimizer": optimizer.state_dict()})
-    state = load_checkpoint(tmp_path / "gpu.pt")   # map_location=cpu
+    state = load_checkpoint(tmp_path / "gpu.pt")  # map_location=cpu
     assert all(v.device.type == "cpu" for v in state["model"].values())
     cpu_model = build_cam_net(arch="resnet18", num_classes=20, pretrained="none")
     load_model_state(cpu_model, state["model"], tmp_path / "gpu.pt")
