@@ -137,7 +137,11 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     ignored = ("num_shards", "shard_index", "bucket_size", "channels_last", "fold_bn") + (FAMILY_SETTINGS if stage.method in ("cam", "recam") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
-    slice_["seeds"]["amp"] = amp = cfg.amp_for("seeds")   # the resolved precision is what changes the outputs
+    amp = cfg.amp_for("seeds")
+    if stage.method in ("cam", "recam"):   # the resolved precision changes their outputs; the family runs in float32
+        slice_["seeds"]["amp"] = amp
+    else:
+        del slice_["seeds"]["amp"]
     if (done := begin_stage(rundir, out, slice_, cfg.run.force)) is not None:
         return done
     model = model.to(device).eval()
