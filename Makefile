@@ -7,7 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol study-thresholds
+.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol study-thresholds test-gpu gpu-bench
 .PHONY: install lint format test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -32,6 +32,17 @@ format: install
 
 test-all: install
 	$(PY) -m pytest -q -m "not gpu"
+
+# GPU tests (tests/gpu, marked gpu): every stage on tiny data on CUDA, AMP, channels_last, the walk
+# and the seeds on CUDA vs CPU, NCCL DDP, GPU checkpoints on CPU. They skip without CUDA.
+test-gpu: install
+	$(PY) -m pytest -q -m gpu tests/gpu -rs
+
+# The prepared GPU benchmark (docs/performance.md): VOC-sized synthetic set, every stage, JSON + markdown.
+# GPU_BENCH_ARGS="--tiny" runs it on CPU in seconds.
+GPU_BENCH_ARGS ?=
+gpu-bench: install
+	$(PY) scripts/gpu_bench.py --out bench/gpu $(GPU_BENCH_ARGS)
 
 prepare: install
 	$(RUN) stage=prepare

@@ -59,13 +59,20 @@ class RunConfig:
 class RuntimeConfig:
     device: str = "auto"           # auto | cpu | cuda | cuda:N
     seed: int = 0
-    amp: bool = False              # CUDA autocast (bf16/fp16) in training and export
-    channels_last: bool = False
+    # Autocast (CUDA: bf16 where supported, else fp16 + GradScaler; CPU: bf16) - the default of every
+    # stage's own switch (cam.amp, recam.amp, seeds.amp, irn.amp, seg.amp, eval_seg.amp: None = this).
+    amp: bool = False
+    channels_last: bool = False    # models and batches in NHWC (faster convolutions on CPU and tensor cores)
     num_workers: int = 2           # DataLoader workers
     threads: int = 0               # torch.set_num_threads; 0 keeps torch's default
     deterministic: bool = False    # torch.use_deterministic_algorithms + cudnn.deterministic
     cudnn_benchmark: bool = True
-    tf32: bool = True
+    # TF32 matmuls and convolutions on Ampere+ GPUs: off = plain FP32, numbers independent of the GPU
+    # generation (torch's default: matmul off, cuDNN on); on in `runtime=fast` (configs/runtime/fast.yaml).
+    tf32: bool = False
+    # torch.compile the model of the training stages (cam, recam, irn, seg); outputs of the other
+    # stages are unchanged. Off = eager, the reference's numbers.
+    compile: bool = False
 
 
 @dataclass
@@ -155,6 +162,7 @@ class TrainStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     keep_epochs: bool = False      # also keep every epoch's weights as checkpoints/epoch_<n>.pt
+    amp: Optional[bool] = None     # autocast in this stage; None = runtime.amp
 
 
 @dataclass
@@ -190,6 +198,15 @@ class SeedsStage:
     noise_seed: int = 0            # seed of the noise of smoothgradcampp and sscam
     n_samples: Optional[int] = None  # noisy samples (smoothgradcampp, sscam); None = the method's default (4 / 8)
     noise_std: Optional[float] = None  # noise std (smoothgradcampp: input units, 0.3; sscam: mask units, 2.0)
+    amp: Optional[bool] = None     # autocast of the backbone forward (cam/recam; class maps stay float32); None = runtime.amp
+    # Memory layout of the export's network: true = channels_last (NHWC), false = NCHW, None = the
+    # fastest per device: NHWC on CPU (oneDNN, ~1.7x, docs/performance.md), runtime.channels_last on CUDA.
+    # Speed only (float rounding), so it is not part of the stage key.
+    channels_last: Optional[bool] = None
+    # cam/recam: fold each BatchNorm into its convolution for the export (recam/models/fold.py): fewer
+    # passes over the activations (CPU time 0.89-0.93x, docs/performance.md), float rounding only
+    # (max abs diff to the reference 2e-6 on maps in [0, 1)). Speed only: not part of the stage key.
+    fold_bn: bool = True
 
 
 @dataclass
@@ -242,6 +259,7 @@ class IrnStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     keep_epochs: bool = False
+    amp: Optional[bool] = None     # autocast in training and the mean shift; None = runtime.amp
 
 
 @dataclass
@@ -304,6 +322,7 @@ class SegStage:
     log_every: int = 10
     grad_clip: Optional[float] = None
     check_labels: bool = True      # read every label file before training (values, sizes); false: existence only
+    amp: Optional[bool] = None     # autocast in training; None = runtime.amp
 
 
 @dataclass
@@ -317,6 +336,7 @@ class EvalSegStage:
     # the image the CRF's bilateral kernel sees, for miou_crf: clean (the RGB image) | reference (deeplab-pytorch's
     # mean-subtracted BGR image cast to uint8, spec §7.3); both are scored and reported
     crf_image: str = "clean"
+    amp: Optional[bool] = None     # autocast of the forward (probabilities are taken in float32); None = runtime.amp
 
 
 @dataclass
@@ -444,6 +464,11 @@ class Config:
     wsol: WsolStage = field(default_factory=WsolStage)
     thresholds: ThresholdsConfig = field(default_factory=ThresholdsConfig)
 
+    def amp_for(self, stage: str) -> bool:
+        """Whether `stage` runs under autocast: its own `amp` switch, or runtime.amp where that is None."""
+        own = getattr(getattr(self, stage), "amp", None)
+        return self.runtime.amp if own is None else own
+
 
 def register_configs() -> None:
     """Store every schema (called by the entry point, never at import)."""
@@ -452,3 +477,4 @@ def register_configs() -> None:
     cs.store(group="stage", name="base_stage", node=StageSelect)
     cs.store(group="dataset", name="base_dataset", node=DatasetConfig)
     cs.store(group="model", name="base_model", node=ModelConfig)
+    cs.store(group="runtime", name="base_runtime", node=RuntimeConfig)

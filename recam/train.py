@@ -16,7 +16,6 @@ from omegaconf.errors import OmegaConfBaseException
 from recam.config import Config, register_configs
 from recam.engine.progress import close_all
 from recam.errors import RecamInputError
-from recam.pipeline import run_stage
 
 log = logging.getLogger("recam")
 
@@ -41,6 +40,10 @@ def to_config(cfg: DictConfig) -> Config:
 def main(cfg: DictConfig) -> None:
     global _task_started
     _task_started = True
+    # Imported here, not at the top: the CRF stages' spawned workers re-import this module as
+    # __mp_main__, and the pipeline's imports (torch, torchvision) cost each worker seconds.
+    from recam.pipeline import run_stage
+
     try:
         run_stage(to_config(cfg))
     except RecamInputError as err:

@@ -31,7 +31,7 @@ from recam.engine.progress import progress
 
 from recam.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from recam.engine.distributed import barrier, is_main, unwrap, world_size, wrap_ddp
-from recam.engine.loop import StepFn, autocast, logged_parts
+from recam.engine.loop import StepFn, autocast, compiled, logged_parts
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +92,7 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
                      device: torch.device, checkpoint_dir: Path, checkpoint_extra: dict,
                      checkpoint_every: int, amp: bool = False, channels_last: bool = False,
                      grad_clip: float | None = None, desc: str = "train", log_every: int = 10,
-                     writer: Any = None) -> dict:
+                     writer: Any = None, compile_model: bool = False) -> dict:
     """Run `iterations` updates, resuming from `checkpoint_dir/last.pt` when it holds this config.
 
     batches(start) yields the micro-batches from global micro-batch `start` on (update i uses
@@ -123,7 +123,7 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
                                "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng_state(),
                                "history": history, **checkpoint_extra})
 
-    model = wrap_ddp(bare, device)
+    model = wrap_ddp(compiled(bare, compile_model), device)
     ranks = world_size()
     model.train()
     stream = iter(batches(start * iter_size))

@@ -29,11 +29,21 @@ class NonFiniteLossError(RecamInputError):
 
 
 def autocast(device: torch.device, enabled: bool):
-    """CUDA autocast when asked (bf16 where supported, else fp16); a no-op on CPU."""
-    if not enabled or device.type != "cuda":
+    """Autocast when asked: CUDA bf16 where supported (else fp16, with a GradScaler in the loops),
+    CPU bf16 (what torch's CPU autocast supports). A no-op when `enabled` is false, so the float32
+    path is the plain eager one."""
+    if not enabled:
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+def compiled(model: nn.Module, enabled: bool) -> nn.Module:
+    """`torch.compile(model)` for the training step when asked (runtime.compile), else the model.
+    The compiled wrapper shares the parameters, so checkpoints keep taking the bare model's keys."""
+    return torch.compile(model) if enabled else model
 
 
 def logged_parts(parts: dict[str, torch.Tensor], *, desc: str, where: str, ids: list, last: Path) -> dict[str, torch.Tensor]:
@@ -57,13 +67,14 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
                  checkpoint_dir: Path, checkpoint_extra: dict, validate: Callable[[nn.Module], dict],
                  max_steps: int | None = None, amp: bool = False, grad_clip: float | None = None,
                  desc: str = "train", log_every: int = 10, writer: Any = None,
-                 keep_epochs: bool = False) -> list[dict]:
+                 keep_epochs: bool = False, compile_model: bool = False) -> list[dict]:
     """Train for `epochs`, resuming from `checkpoint_dir/last.pt` when it exists.
 
     step_fn(model, batch) returns a dict of scalar tensors with the key "loss" (what is
     back-propagated) and any parts worth logging. The scheduler is stepped once per optimizer step
     (after it, as torch's schedulers expect). With keep_epochs, the weights of every epoch are
-    also kept as `epoch_<n>.pt` (the reference saves ReCAM weights per epoch). Returns the per-epoch history (train means,
+    also kept as `epoch_<n>.pt` (the reference saves ReCAM weights per epoch). `compile_model`
+    runs the training steps through torch.compile (validation stays eager). Returns the per-epoch history (train means,
     validation metrics, images/s, seconds).
     Under torchrun the model is wrapped in DDP here (step_fn gets the wrapper; checkpoints and
     `validate` get the bare model), logged losses are means over the ranks, images/s counts the
@@ -88,7 +99,7 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
                                   and not torch.cuda.is_bf16_supported())
     n_steps = steps_per_epoch(len(loader), max_steps)
     bare = unwrap(model)
-    model = wrap_ddp(bare, device)
+    model = wrap_ddp(compiled(bare, compile_model), device)
     ranks = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
     global_step = start_epoch * n_steps
     loader_seed = loader.generator.initial_seed() if loader.generator is not None else 0

@@ -1,6 +1,7 @@
 """The ReCAM training network: the CAM classifier plus the SCE class predictor V (spec §3)."""
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -26,10 +27,14 @@ class RecamNet(nn.Module):
         bce (multilabel soft margin of z = W GAP(f)), sce (the predictor's softmax CE over each
         image's positive classes), acc (its diagnostic accuracy)."""
         out = self.cam_net(x)
-        feats = out["features"].float()
-        bce = F.multilabel_soft_margin_loss(out["logits"].float(), labels)
-        cams = normalize_cams(F.relu(self.cam_net.class_maps(feats)))   # all K classes, differentiable
-        sce = recam_ce_loss(class_features(cams, feats), self.predictor.weight.float(), labels)
+        # Under autocast (cam/recam.amp) only the backbone and the BCE head run in bf16/fp16: the class
+        # maps, their max-normalisation, the class features and the SCE loss stay float32, as in the
+        # reference, since autocast would otherwise run the 1x1 conv and the bmm in half precision.
+        with torch.autocast(x.device.type, enabled=False):
+            feats = out["features"].float()
+            bce = F.multilabel_soft_margin_loss(out["logits"].float(), labels)
+            cams = normalize_cams(F.relu(self.cam_net.class_maps(feats)))   # all K classes, differentiable
+            sce = recam_ce_loss(class_features(cams, feats), self.predictor.weight.float(), labels)
         return {"bce": bce, "sce": sce["loss"], "acc": sce["acc"]}
 
     def param_groups(self, *, lr: float, backbone_lr_mult: float, weight_decay: float) -> list[dict]:

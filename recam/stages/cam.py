@@ -25,6 +25,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("cam")
     data = load_prepared(rundir, cfg.dataset)
     slice_ = config_slice(cfg, "dataset", "model", "cam", "runtime.seed")
+    slice_["cam"]["amp"] = amp = cfg.amp_for("cam")   # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -41,8 +42,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         model=model, loader=loader, step_fn=bce_step, optimizer=optimizer, scheduler=scheduler,
         epochs=stage.epochs, device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra,
         validate=lambda m: evaluate_classifier(m, val, device, stage.val_batches), max_steps=stage.max_steps,
-        amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="cam", log_every=stage.log_every,
-        writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs)
+        amp=amp, grad_clip=stage.grad_clip, desc="cam", log_every=stage.log_every,
+        writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs, compile_model=cfg.runtime.compile)
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
     results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],

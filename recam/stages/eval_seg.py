@@ -34,6 +34,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     split = stage.split or cfg.dataset.val_list
     out = rundir.stage_dir("eval_seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "eval_seg")
+    slice_["eval_seg"]["amp"] = amp = cfg.amp_for("eval_seg")   # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -56,7 +57,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         else:
             image = load_image(root, image_id)
             x = torch.from_numpy(to_chw(normalize(image, mean, std)))[None].to(device)
-            with autocast(device, cfg.runtime.amp):
+            with autocast(device, amp):
                 probs = predict_probs(model, x, scales=stage.scales, flip=stage.flip)
             preds = {"pred": probs.argmax(dim=0).to(torch.uint8).cpu().numpy()}
             if stage.crf:

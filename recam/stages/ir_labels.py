@@ -9,7 +9,6 @@ t - bg_offset) on the GT-free seed threshold t of the seeds read (recam/stages/a
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,35 +19,18 @@ from recam.data.voc12 import image_path
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
 from recam.engine.progress import progress
-from recam.io import load_label_png, load_npz, load_rgb, markdown_table, readable, save_label_png
-from recam.masks.ir_labels import ir_label
+from recam.io import load_label_png, markdown_table, readable
 from recam.rundir import RunDir, config_slice
 from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import load_prepared
 from recam.thresholds import linked_thresholds
+# The worker lives in a torch-free module, so spawned workers start in a fraction of a second.
+from recam.stages.crf_workers import IrLabelJob, label_image
 
 log = logging.getLogger(__name__)
 
 # Settings that change how fast, not what: left out of the stage key.
 RUNTIME_KEYS = ("num_workers", "start_method")
-
-
-@dataclass(frozen=True)
-class IrLabelJob:
-    image: str
-    seed: str
-    out: str
-    fg_threshold: float
-    bg_threshold: float
-    gt_prob: float
-
-
-def label_image(job: IrLabelJob) -> None:
-    """Worker: one image's IR label, saved as `job.out`."""
-    seed = load_npz(job.seed)
-    label = ir_label(load_rgb(job.image), seed["high_res"].astype(np.float32), seed["keys"],
-                     fg_threshold=job.fg_threshold, bg_threshold=job.bg_threshold, gt_prob=job.gt_prob)
-    save_label_png(job.out, label)
 
 
 def label_shares(label: np.ndarray) -> dict:

@@ -56,6 +56,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     model = build_irn_from_config(stage, rundir)   # may require("cam"): before rundir.begin
     out = rundir.stage_dir("irn")
     slice_ = config_slice(cfg, "dataset", "irn", "runtime.seed")
+    slice_["irn"]["amp"] = cfg.amp_for("irn")   # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -104,8 +105,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     history = train_epochs(
         model=model, loader=loader, step_fn=step, optimizer=optimizer, scheduler=scheduler, epochs=stage.epochs,
         device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra, validate=validate,
-        max_steps=stage.max_steps, amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="irn",
-        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs)
+        max_steps=stage.max_steps, amp=cfg.amp_for("irn"), grad_clip=stage.grad_clip, desc="irn",
+        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs,
+        compile_model=cfg.runtime.compile)
     model.set_mean_shift(measure_mean_shift(model, cfg, data.ids(stage.split), labels_dir, device))
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
@@ -135,6 +137,6 @@ def measure_mean_shift(model: IRNet, cfg: Config, ids: list[str], labels_dir, de
     for index, batch in enumerate(bar):
         if index >= total:
             break
-        with autocast(device, cfg.runtime.amp):
+        with autocast(device, cfg.amp_for("irn")):
             means.append(mean_displacement(model(batch["image"].to(device))["dp"].float()))
     return torch.stack(means).mean(dim=0).cpu()

@@ -14,7 +14,6 @@ mask is written, on the walk (or the seeds) of the `thresholds` sample (recam/th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -28,45 +27,24 @@ from recam.engine.checkpoint import load_checkpoint, load_model_state
 from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.pool import map_jobs
 from recam.errors import RecamInputError
-from recam.io import load_npz, load_rgb, markdown_table, readable, save_label_png, save_npz
-from recam.masks.crf import DEEPLAB_KERNELS, IR_LABEL_KERNELS, crf_from_labels
-from recam.masks.ir_labels import confident_labels
+from recam.io import load_npz, markdown_table, readable, save_label_png, save_npz
 from recam.masks.random_walk import random_walk, rw_to_label, upsample_walk
 from recam.models.irn import build_irn
 from recam.rundir import RunDir, config_slice
 from recam.stages.auto_thresholds import is_auto, sample_of, select, seed_threshold
 from recam.stages.common import load_prepared
+# The worker lives in a torch-free module, so spawned workers start in a fraction of a second.
+from recam.stages.crf_workers import KERNELS, CrfMaskJob, crf_mask
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
 from recam.thresholds import ScoreMap
 
 log = logging.getLogger(__name__)
 
 METHODS = ("irn", "crf")
-KERNELS = {"ir_label": IR_LABEL_KERNELS, "deeplab": DEEPLAB_KERNELS}
 RUNTIME_KEYS = ("num_workers", "start_method")
 # The settings each method reads; the others stay out of its stage key.
 METHOD_KEYS = {"irn": ("radius", "beta", "exp_times", "bg_threshold", "save_scores"),
                "crf": ("seed_threshold", "crf_kernels", "gt_prob")}
-
-
-@dataclass(frozen=True)
-class CrfMaskJob:
-    image: str
-    seed: str
-    out: str
-    threshold: float
-    gt_prob: float
-    kernels: str
-
-
-def crf_mask(job: CrfMaskJob) -> None:
-    """Worker: seed label at the background threshold, refined by a dense CRF, saved as `job.out`."""
-    seed = load_npz(job.seed)
-    keys = seed["keys"].astype(np.int64)
-    compact = confident_labels(seed["high_res"].astype(np.float32), keys, job.threshold)
-    refined = crf_from_labels(load_rgb(job.image), compact, len(keys) + 1, gt_prob=job.gt_prob,
-                              kernels=KERNELS[job.kernels])
-    save_label_png(job.out, np.concatenate([[0], keys + 1])[refined].astype(np.uint8))
 
 
 def _seed_threshold(cfg: Config) -> float:

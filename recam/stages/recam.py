@@ -21,6 +21,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     data = load_prepared(rundir, cfg.dataset)
     cam_dir = rundir.require("cam")
     slice_ = config_slice(cfg, "dataset", "model", "recam", "runtime.seed")
+    slice_["recam"]["amp"] = amp = cfg.amp_for("recam")   # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -47,8 +48,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         model=model, loader=loader, step_fn=step, optimizer=optimizer, scheduler=scheduler,
         epochs=stage.epochs, device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra,
         validate=lambda m: evaluate_classifier(m.cam_net, val, device, stage.val_batches),
-        max_steps=stage.max_steps, amp=cfg.runtime.amp, grad_clip=stage.grad_clip, desc="recam",
-        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs)
+        max_steps=stage.max_steps, amp=amp, grad_clip=stage.grad_clip, desc="recam",
+        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs,
+        compile_model=cfg.runtime.compile)
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
     results = {"val_map": final["val_map"], "val_loss": final["val_loss"], "images_per_s": final["images_per_s"],

@@ -33,6 +33,7 @@ from recam.engine.memory import PeakMemory
 from recam.errors import RecamInputError
 from recam.io import readable, save_npz
 from recam.models.cam_net import CamNet
+from recam.models.fold import fold_batchnorm
 from recam.models.recam_net import RecamNet
 from recam.rundir import RunDir, config_slice
 from recam.stages.common import cam_net_from_config, load_prepared
@@ -130,6 +131,15 @@ def export_batch_spg(model: SPGNet, batch: dict, device: torch.device, amp: bool
              "scores": torch.stack(scores[i]).mean(dim=0)} for i in range(count)]
 
 
+def export_channels_last(stage: SeedsStage, runtime_channels_last: bool, device: torch.device) -> bool:
+    """The layout of the export: seeds.channels_last, or where that is None the fastest of the
+    device - channels_last on CPU (oneDNN's NHWC convolutions; the reference gets it by accident
+    from a transposed numpy array, spec §4 / docs/performance.md), runtime.channels_last on CUDA."""
+    if stage.channels_last is not None:
+        return stage.channels_last
+    return device.type == "cpu" or runtime_channels_last
+
+
 def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
                         options: dict, flip: bool = True) -> list[dict[str, torch.Tensor]]:
     """Seeds of one size bucket by CAM-family `method`: per image and scale, one call on
@@ -161,14 +171,22 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("seeds", stage.method)
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
-    ignored = ("num_shards", "shard_index", "bucket_size") + (FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ())
+    ignored = ("num_shards", "shard_index", "bucket_size", "channels_last", "fold_bn") + (
+        FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ())
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
+    amp = cfg.amp_for("seeds")
+    if stage.method in ("cam", "recam", "spg"):   # the resolved precision changes their outputs; the family runs in float32
+        slice_["seeds"]["amp"] = amp
+    else:
+        del slice_["seeds"]["amp"]
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
     model = model.to(device).eval()
+    if stage.fold_bn and stage.method in ("cam", "recam"):   # the family methods keep the trained modules
+        model = fold_batchnorm(model)
     weight = weight.to(device) if weight is not None else None
-    if cfg.runtime.channels_last:
+    if export_channels_last(stage, cfg.runtime.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
     shards, shard = stage.num_shards, stage.shard_index
@@ -186,9 +204,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
 
     def export(batch: dict) -> list[dict[str, torch.Tensor]]:
         if stage.method == "spg":
-            return export_batch_spg(model, batch, device, cfg.runtime.amp)
+            return export_batch_spg(model, batch, device, amp)
         if stage.method in ("cam", "recam"):
-            return export_batch(model, weight, batch, device, cfg.runtime.amp, stage.flip)
+            return export_batch(model, weight, batch, device, amp, stage.flip)
         # float32: the gradient and score methods do not run under autocast
         return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage),
                                    stage.flip)

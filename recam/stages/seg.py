@@ -95,6 +95,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     per_rank_batch(stage.batch_size)   # the global micro-batch must split over the torchrun ranks
     out = rundir.stage_dir("seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
+    slice_["seg"]["amp"] = amp = cfg.amp_for("seg")   # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -122,9 +123,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     trained = train_iterations(
         model=model, batches=batches, step_fn=functools.partial(seg_step, balanced=stage.loss == "balanced"), optimizer=optimizer, scheduler=scheduler,
         iterations=stage.iterations, iter_size=stage.iter_size, device=device, checkpoint_dir=out / "checkpoints",
-        checkpoint_extra=extra, checkpoint_every=stage.checkpoint_every, amp=cfg.runtime.amp,
+        checkpoint_extra=extra, checkpoint_every=stage.checkpoint_every, amp=amp,
         channels_last=cfg.runtime.channels_last, grad_clip=stage.grad_clip, desc=f"seg/{stage.labels}",
-        log_every=stage.log_every, writer=tensorboard_writer(out))
+        log_every=stage.log_every, writer=tensorboard_writer(out), compile_model=cfg.runtime.compile)
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     results = {"labels": stage.labels, "masks": stage.masks if stage.labels == "pseudo" else None,
                "images": len(ids), **trained}
