@@ -4,6 +4,7 @@ All writes go to `<name>.<host>.<pid>.tmp` in the same folder and are moved into
 killed process never leaves a half-written file under the final name (timm's checkpoint saver does
 the same). Formats are ones anyone can open: `.npz` (no pickle), palette PNG, JSON, markdown.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,7 +41,7 @@ def _voc_palette() -> list[int]:
 VOC_PALETTE: list[int] = _voc_palette()  # 768 ints; index 255 is (224, 224, 192) as in VOC PNGs
 
 
-_HOST = socket.gethostname().replace(".", "-")   # in temporary names: a writer is (host, pid)
+_HOST = socket.gethostname().replace(".", "-")  # in temporary names: a writer is (host, pid)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
@@ -61,8 +62,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         os.replace(tmp, path)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        raise RecamInputError(f"recam: cannot write {path} ({err.strerror or err}) - free disk space or fix the "
-                              "folder's permissions and re-run: finished files are kept and the stage resumes") from err
+        raise RecamInputError(
+            f"recam: cannot write {path} ({err.strerror or err}) - free disk space or fix the "
+            "folder's permissions and re-run: finished files are kept and the stage resumes"
+        ) from err
 
 
 def pid_alive(pid: int) -> bool:
@@ -71,7 +74,7 @@ def pid_alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:   # alive, another user's
+    except PermissionError:  # alive, another user's
         return True
     return True
 
@@ -85,7 +88,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, other_host_age_s: float 
     """
     removed = 0
     for tmp in Path(folder).rglob("*.tmp"):
-        parts = tmp.name.rsplit(".", 3)           # name, host, pid, "tmp"
+        parts = tmp.name.rsplit(".", 3)  # name, host, pid, "tmp"
         if len(parts) != 4 or not parts[2].isdigit():
             continue
         host, pid = parts[1], int(parts[2])
@@ -94,7 +97,7 @@ def remove_stale_temporaries(folder: str | os.PathLike, other_host_age_s: float 
             if stale:
                 tmp.unlink()
                 removed += 1
-        except FileNotFoundError:   # its writer just finished or removed it
+        except FileNotFoundError:  # its writer just finished or removed it
             continue
     return removed
 
@@ -131,7 +134,9 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
-        raise RecamInputError(f"recam: {path} is not valid JSON ({err}); delete it and re-run the stage that wrote it") from err
+        raise RecamInputError(
+            f"recam: {path} is not valid JSON ({err}); delete it and re-run the stage that wrote it"
+        ) from err
 
 
 def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
@@ -148,7 +153,9 @@ def load_npz(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as err:  # zipfile/ValueError/OSError: the file is damaged
-        raise RecamInputError(f"recam: {path} cannot be read as .npz ({err}); delete it and re-run the stage that wrote it") from err
+        raise RecamInputError(
+            f"recam: {path} cannot be read as .npz ({err}); delete it and re-run the stage that wrote it"
+        ) from err
 
 
 def save_label_png(path: str | os.PathLike, label: np.ndarray, palette: bool = True) -> None:
@@ -175,7 +182,8 @@ def load_label_png(path: str | os.PathLike) -> np.ndarray:
         with Image.open(path) as image:
             if image.mode not in ("P", "L"):
                 raise RecamInputError(
-                    f"recam: {path} is a {image.mode} image, not a single-channel label PNG (palette or grey)")
+                    f"recam: {path} is a {image.mode} image, not a single-channel label PNG (palette or grey)"
+                )
             return np.array(image, dtype=np.uint8)
     except RecamInputError:
         raise
@@ -228,7 +236,7 @@ def readable(path: str | os.PathLike) -> bool:
                     z[name]
         elif path.suffix in (".png", ".jpg", ".jpeg"):
             with Image.open(path) as image:
-                image.verify()   # chunk CRCs (a PNG cut short can still decode)
+                image.verify()  # chunk CRCs (a PNG cut short can still decode)
             with Image.open(path) as image:
                 image.load()
         elif path.suffix == ".json":
@@ -245,6 +253,7 @@ def fingerprint(path: str | os.PathLike) -> str:
 
 def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
     """A GitHub-flavoured markdown table; floats with 4 decimals."""
+
     def cell(value: Any) -> str:
         return f"{value:.4f}" if isinstance(value, float) else str(value)
 

@@ -4,6 +4,7 @@
 through `STAGES`, a dict in plain sight. `stage=all` walks `PLAN` and skips every step whose
 recorded config and upstream fingerprints are unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,6 +24,7 @@ from recam.validate import validate
 
 log = logging.getLogger(__name__)
 
+
 def setup_runtime(runtime: RuntimeConfig) -> torch.device:
     """Seed every RNG, choose the device, set cudnn/TF32/threads. Called once per process."""
     seed_everything(runtime.seed)
@@ -33,7 +35,9 @@ def setup_runtime(runtime: RuntimeConfig) -> torch.device:
     else:
         device = torch.device(runtime.device)
         if device.type == "cuda" and not torch.cuda.is_available():
-            raise RecamInputError("recam: runtime.device=cuda but no CUDA device is visible - use runtime.device=auto or cpu")
+            raise RecamInputError(
+                "recam: runtime.device=cuda but no CUDA device is visible - use runtime.device=auto or cpu"
+            )
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = runtime.cudnn_benchmark and not runtime.deterministic
         torch.backends.cudnn.deterministic = runtime.deterministic
@@ -41,7 +45,7 @@ def setup_runtime(runtime: RuntimeConfig) -> torch.device:
         torch.backends.cudnn.allow_tf32 = runtime.tf32
     if runtime.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
-    device = init_distributed(device)   # torchrun: join the process group, cuda:LOCAL_RANK
+    device = init_distributed(device)  # torchrun: join the process group, cuda:LOCAL_RANK
     log.info("device %s, seed %d, torch %s", device, runtime.seed, torch.__version__)
     return device
 
@@ -55,13 +59,27 @@ def _stages() -> dict[str, StageFn]:
     from recam.stages import eval_seg, seg
     from recam.stages import cam_methods, visualize
     from recam.stages import eval_loc, spg, wsol
-    return {"prepare": prepare.run, "cam": cam.run, "recam": recam.run, "seeds": seeds.run,
-            "eval_seeds": eval_seeds.run, "ir_labels": ir_labels.run, "irn": irn.run, "masks": masks.run,
-            "eval_masks": eval_masks.run, "report": report.run, "summary": summary.run,
-            "seg": seg.run,
-            "eval_seg": eval_seg.run,
-            "visualize": visualize.run, "cam_methods": cam_methods.run,
-            "spg": spg.run, "eval_loc": eval_loc.run, "wsol": wsol.run}
+
+    return {
+        "prepare": prepare.run,
+        "cam": cam.run,
+        "recam": recam.run,
+        "seeds": seeds.run,
+        "eval_seeds": eval_seeds.run,
+        "ir_labels": ir_labels.run,
+        "irn": irn.run,
+        "masks": masks.run,
+        "eval_masks": eval_masks.run,
+        "report": report.run,
+        "summary": summary.run,
+        "seg": seg.run,
+        "eval_seg": eval_seg.run,
+        "visualize": visualize.run,
+        "cam_methods": cam_methods.run,
+        "spg": spg.run,
+        "eval_loc": eval_loc.run,
+        "wsol": wsol.run,
+    }
 
 
 # Under torchrun these run on every rank (training splits batches, exports split images); the
@@ -80,7 +98,7 @@ def call_stage(stages: dict[str, StageFn], name: str, cfg: Config, device: torch
     if name in DISTRIBUTED_STAGES:
         results = _call(stages[name], cfg, device)
     elif is_main():
-        with alone():   # no collective call inside: the other ranks wait at the barrier below
+        with alone():  # no collective call inside: the other ranks wait at the barrier below
             results = _call(stages[name], cfg, device)
     barrier()
     if name in SHARDED_STAGES and is_main():
@@ -111,7 +129,7 @@ def run_stage(cfg: Config) -> dict:
     name = cfg.stage.name
     if name != "all" and name not in stages:
         raise RecamInputError(f"recam: unknown stage {name!r}; choose one of {', '.join(['all', *stages])}")
-    for warning in validate(cfg):   # every value checked before any folder is touched
+    for warning in validate(cfg):  # every value checked before any folder is touched
         log.warning("%s", warning)
     device = setup_runtime(cfg.runtime)
     if name != "all":

@@ -1,4 +1,5 @@
 """`stage=all`: the steps of one experiment, in order. Below the stages (report reads it), above nothing."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -55,5 +56,7 @@ def plan_steps(selected: list[str], dataset: str | None = None) -> list[tuple[st
     labels = [step_label(step, overrides) for step, overrides in PLAN]
     unknown = [s for s in selected if s not in labels]
     if unknown:
-        raise RecamInputError(f"recam: stage.steps={unknown} are not steps of the plan - choose from {', '.join(labels)}")
+        raise RecamInputError(
+            f"recam: stage.steps={unknown} are not steps of the plan - choose from {', '.join(labels)}"
+        )
     return [entry for entry, label in zip(PLAN, labels) if label in selected and entry in plan]

@@ -25,6 +25,7 @@ runs of different configs on one stage folder fail with one line; processes of t
 (shards, torchrun ranks) cooperate. Every decision is taken under a short mutex, so shards that start
 together agree.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -150,11 +151,13 @@ class _Mutex:
                 self.path.mkdir()
                 return self
             except FileExistsError:
-                if time.time() - _mtime(self.path) > self.timeout_s:   # its holder died inside the section
+                if time.time() - _mtime(self.path) > self.timeout_s:  # its holder died inside the section
                     shutil.rmtree(self.path, ignore_errors=True)
                 elif time.time() > deadline:
-                    raise RecamInputError(f"recam: {self.path} is held for over {self.timeout_s:.0f} s - "
-                                          "remove it if no other recam process runs") from None
+                    raise RecamInputError(
+                        f"recam: {self.path} is held for over {self.timeout_s:.0f} s - "
+                        "remove it if no other recam process runs"
+                    ) from None
                 time.sleep(0.05)
 
     def __exit__(self, *exc) -> None:
@@ -182,10 +185,11 @@ class RunDir:
     checkpoint across a sweep. `require()` records each upstream DONE fingerprint, which `finish()`
     writes as `inputs.json`.
     """
+
     run: RunConfig
     used_inputs: dict[str, str] = field(default_factory=dict)
-    created: float = field(default_factory=time.time)   # one RunDir per stage call: its start time
-    _finals: dict[Path, Path] = field(default_factory=dict)   # work folder -> final folder
+    created: float = field(default_factory=time.time)  # one RunDir per stage call: its start time
+    _finals: dict[Path, Path] = field(default_factory=dict)  # work folder -> final folder
     _locks: list[Path] = field(default_factory=list)
     _last_finished: Path | None = None
 
@@ -210,11 +214,13 @@ class RunDir:
             state = "has a damaged DONE file" if (path / "DONE").is_file() else "is not finished (no DONE file)"
             raise RecamInputError(
                 f"recam: {path} {state} - run `{what}` for experiment run.name={self.run.name} first "
-                f"(make {stage} EXP=...)")
+                f"(make {stage} EXP=...)"
+            )
         if problems := manifest_problems(path, done.get("manifest", {})):
             raise RecamInputError(
                 f"recam: {path} changed after it finished ({len(problems)} files missing or changed, e.g. "
-                f"{problems[0]}) - re-run `{what}`, which redoes only those")
+                f"{problems[0]}) - re-run `{what}`, which redoes only those"
+            )
         self.used_inputs[str(path / "DONE")] = fingerprint(path / "DONE")
         return path
 
@@ -233,8 +239,10 @@ class RunDir:
         try:
             return self._begin(final, config_slice, force, key)
         except PermissionError as err:
-            raise RecamInputError(f"recam: cannot write in {final.parent} ({err.strerror}) - make the outputs folder "
-                                  "writable or set run.root to one that is; nothing was changed") from err
+            raise RecamInputError(
+                f"recam: cannot write in {final.parent} ({err.strerror}) - make the outputs folder "
+                "writable or set run.root to one that is; nothing was changed"
+            ) from err
 
     def _begin(self, final: Path, config_slice: dict, force: bool, key: str) -> tuple[Path, dict | None]:
         self._lock(final, key)
@@ -248,21 +256,27 @@ class RunDir:
                 if not problems:
                     log.info("%s is up to date (same config and inputs) - skipping; run.force=true re-runs it", final)
                     return final, (read_json(final / "results.json") if (final / "results.json").is_file() else {})
-                log.warning("%s: %d files changed or went missing after it finished (e.g. %s) - redoing only those",
-                            final, len(problems), problems[0])
+                log.warning(
+                    "%s: %d files changed or went missing after it finished (e.g. %s) - redoing only those",
+                    final,
+                    len(problems),
+                    problems[0],
+                )
                 if is_main():
                     (final / "DONE").unlink()
                     write_json(final / "started.json", {"key": key, "config": config_slice, "inputs": self.used_inputs})
                 work = final
             elif not force and done is None and _read_key(final / "started.json") == key:
-                work = final   # an interrupted run of this config: resume where it stopped
+                work = final  # an interrupted run of this config: resume where it stopped
             else:
                 work = staging
                 if is_main() and staging.is_dir() and (force or _read_key(staging / "started.json") != key):
                     log.info("%s holds an unfinished run of another config - removing it", staging)
                     shutil.rmtree(staging)
                 if is_main() and not (staging / "started.json").is_file():
-                    write_json(staging / "started.json", {"key": key, "config": config_slice, "inputs": self.used_inputs})
+                    write_json(
+                        staging / "started.json", {"key": key, "config": config_slice, "inputs": self.used_inputs}
+                    )
             if is_main() and (stale := remove_stale_temporaries(work)):
                 log.info("%s: removed %d partial files of a killed run", work, stale)
         barrier()
@@ -275,8 +289,14 @@ class RunDir:
         """The folder `work` becomes when its stage finishes."""
         return self._finals.get(work, work)
 
-    def finish(self, path: Path, config_slice: dict, results: dict | None = None, table: str | None = None,
-               summary: dict[str, dict] | None = None) -> Path:
+    def finish(
+        self,
+        path: Path,
+        config_slice: dict,
+        results: dict | None = None,
+        table: str | None = None,
+        summary: dict[str, dict] | None = None,
+    ) -> Path:
         """Write config.json, inputs.json, results.{json,md}, the summary entries, then DONE (last, with
         the manifest), and swap a staging folder in. Returns the final folder. Under torchrun only
         rank 0 writes."""
@@ -291,10 +311,15 @@ class RunDir:
             write_text(path / "results.md", table)
         if summary:
             write_json(path / SUMMARY_ENTRY, summary)
-        write_json(path / "DONE", {"finished": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                   "seconds": round(time.time() - self.created, 1),
-                                   "key": stage_key(config_slice, self.used_inputs),
-                                   "manifest": build_manifest(path)})
+        write_json(
+            path / "DONE",
+            {
+                "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "seconds": round(time.time() - self.created, 1),
+                "key": stage_key(config_slice, self.used_inputs),
+                "manifest": build_manifest(path),
+            },
+        )
         (path / "started.json").unlink(missing_ok=True)
         if path != final:
             with _Mutex(_sibling(final, LOCK) / ".mutex"):
@@ -365,8 +390,10 @@ class RunDir:
             with _Mutex(folder / ".mutex"):
                 other = _live_other_writer(folder, key, self.run.lock_stale_s)
                 if other is None:
-                    write_json(mine, {"key": key, "host": _HOST, "pid": os.getpid(),
-                                      "since": time.strftime("%Y-%m-%d %H:%M:%S")})
+                    write_json(
+                        mine,
+                        {"key": key, "host": _HOST, "pid": os.getpid(), "since": time.strftime("%Y-%m-%d %H:%M:%S")},
+                    )
                     if mine not in self._locks:
                         self._locks.append(mine)
                     return
@@ -374,7 +401,8 @@ class RunDir:
                 raise RecamInputError(
                     f"recam: {final} is being written by another run with another config (host {other.get('host')}, "
                     f"pid {other.get('pid')}, since {other.get('since')}) - wait for it to finish, stop it, or use "
-                    "another run.name (run.lock_wait_s=<seconds> waits)")
+                    "another run.name (run.lock_wait_s=<seconds> waits)"
+                )
             time.sleep(min(1.0, max(deadline - time.time(), 0.01)))
 
     def _unlock(self, final: Path) -> None:
@@ -385,7 +413,7 @@ class RunDir:
             self._locks.remove(mine)
         try:
             folder.rmdir()
-        except OSError:   # other writers, or their mutex, are still there
+        except OSError:  # other writers, or their mutex, are still there
             pass
 
     def close(self) -> None:

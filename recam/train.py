@@ -4,6 +4,7 @@ Exit codes: 0 done; 2 bad input (one `recam:` line: a value out of range, a miss
 run before its inputs, or a command line Hydra could not compose - Hydra's own message first);
 anything else is a bug of ours and keeps its traceback.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,9 +20,11 @@ from recam.errors import RecamInputError
 
 log = logging.getLogger("recam")
 
-COMPOSE_HINT = ("recam: Hydra stopped before the run started (its message is above: an unknown key, a wrong type, "
-                "an unknown option of a config group, or a log folder it cannot write) - fix that override or "
-                "folder; `python -m recam.train --help` lists the groups and `--cfg job` prints the config")
+COMPOSE_HINT = (
+    "recam: Hydra stopped before the run started (its message is above: an unknown key, a wrong type, "
+    "an unknown option of a config group, or a log folder it cannot write) - fix that override or "
+    "folder; `python -m recam.train --help` lists the groups and `--cfg job` prints the config"
+)
 _task_started = False
 
 
@@ -32,8 +35,9 @@ def to_config(cfg: DictConfig) -> Config:
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", "") or "?"
         message = str(err).splitlines()[0]
-        raise RecamInputError(f"recam: config key {key} is not valid ({message}) - set it on the command line, "
-                              f"e.g. {key}=<value>") from err
+        raise RecamInputError(
+            f"recam: config key {key} is not valid ({message}) - set it on the command line, e.g. {key}=<value>"
+        ) from err
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="config")
@@ -47,7 +51,7 @@ def main(cfg: DictConfig) -> None:
     try:
         run_stage(to_config(cfg))
     except RecamInputError as err:
-        close_all()   # every progress bar's line ends before the error line
+        close_all()  # every progress bar's line ends before the error line
         log.error("%s", err)
         sys.exit(2)
 

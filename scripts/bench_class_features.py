@@ -9,6 +9,7 @@ tracemalloc) minus the resident set just before the first call; on CUDA
 `torch.cuda.max_memory_allocated` minus the memory allocated before it. Times are medians over
 `--repeats` timed runs after one warm-up. Writes bench/class_features.json, prints a table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,11 @@ def measure(args: argparse.Namespace, device_name: str, variant: str) -> dict:
         if run:
             forward_s.append(middle - start)
             backward_s.append(end - middle)
-        checks = {"out_sum": float(out.detach().double().sum()),
-                  "grad_cams_sum": float(cams.grad.double().sum()),
-                  "grad_feats_sum": float(feats.grad.double().sum())}
+        checks = {
+            "out_sum": float(out.detach().double().sum()),
+            "grad_cams_sum": float(cams.grad.double().sum()),
+            "grad_feats_sum": float(feats.grad.double().sum()),
+        }
         del out
 
     if device.type == "cuda":
@@ -90,15 +93,36 @@ def measure(args: argparse.Namespace, device_name: str, variant: str) -> dict:
         peak_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base_bytes
     forward_ms = 1000 * statistics.median(forward_s)
     backward_ms = 1000 * statistics.median(backward_s)
-    return {"device": device_name, "variant": variant, "forward_ms": forward_ms, "backward_ms": backward_ms,
-            "total_ms": forward_ms + backward_ms, "peak_extra_mib": peak_bytes / 2**20,
-            "threads": torch.get_num_threads(), **checks}
+    return {
+        "device": device_name,
+        "variant": variant,
+        "forward_ms": forward_ms,
+        "backward_ms": backward_ms,
+        "total_ms": forward_ms + backward_ms,
+        "peak_extra_mib": peak_bytes / 2**20,
+        "threads": torch.get_num_threads(),
+        **checks,
+    }
 
 
 def run_in_subprocess(args: argparse.Namespace, device: str, variant: str) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", device, variant,
-               "--batch", str(args.batch), "--classes", str(args.classes), "--channels", str(args.channels),
-               "--size", str(args.size), "--repeats", str(args.repeats)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--worker",
+        device,
+        variant,
+        "--batch",
+        str(args.batch),
+        "--classes",
+        str(args.classes),
+        "--channels",
+        str(args.channels),
+        "--size",
+        str(args.size),
+        "--repeats",
+        str(args.repeats),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker {device}/{variant} failed:\n{done.stderr}")
@@ -114,8 +138,13 @@ def main(argv: list[str] | None = None) -> None:
     rows = [run_in_subprocess(args, device, variant) for device in devices for variant in VARIANTS]
     materialised_values = args.batch * args.classes * args.channels * args.size**2
     result = {
-        "shape": {"batch": args.batch, "classes": args.classes, "channels": args.channels,
-                  "height": args.size, "width": args.size},
+        "shape": {
+            "batch": args.batch,
+            "classes": args.classes,
+            "channels": args.channels,
+            "height": args.size,
+            "width": args.size,
+        },
         "materialised_tensor_mib": materialised_values * 4 / 2**20,
         "repeats": args.repeats,
         "torch": torch.__version__,
@@ -123,10 +152,22 @@ def main(argv: list[str] | None = None) -> None:
         "results": rows,
     }
     write_json(args.out, result)
-    print(markdown_table(
-        ["device", "variant", "forward ms", "backward ms", "peak extra MiB", "sum(out)"],
-        [[r["device"], r["variant"], f"{r['forward_ms']:.1f}", f"{r['backward_ms']:.1f}",
-          f"{r['peak_extra_mib']:.0f}", f"{r['out_sum']:.7g}"] for r in rows]))
+    print(
+        markdown_table(
+            ["device", "variant", "forward ms", "backward ms", "peak extra MiB", "sum(out)"],
+            [
+                [
+                    r["device"],
+                    r["variant"],
+                    f"{r['forward_ms']:.1f}",
+                    f"{r['backward_ms']:.1f}",
+                    f"{r['peak_extra_mib']:.0f}",
+                    f"{r['out_sum']:.7g}",
+                ]
+                for r in rows
+            ],
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -9,6 +9,7 @@ train images at the mean 2.867 labels per image (spec §11.3). Writes bench/coco
 
     python scripts/bench_coco.py --images 24 --workers 1 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,14 +29,18 @@ from recam.data.synthetic import generate_synthetic_coco
 from recam.io import save_npz
 
 COCO_TRAIN = 82_783
-LABELS_PER_IMAGE = 2.867 * 82_081 / 82_783   # annotated images' mean, the 702 empty ones add nothing
+LABELS_PER_IMAGE = 2.867 * 82_081 / 82_783  # annotated images' mean, the 702 empty ones add nothing
 
 
 def seed_bytes(folder: Path, height: int, width: int, classes: int, dtype: str) -> int:
     h4, w4 = (height - 1) // 4 + 1, (width - 1) // 4 + 1
     path = folder / f"seed_{dtype}.npz"
-    save_npz(path, keys=np.arange(classes, dtype=np.int64), cam=np.zeros((classes, h4, w4), np.float32),
-             high_res=np.zeros((classes, height, width), dtype))
+    save_npz(
+        path,
+        keys=np.arange(classes, dtype=np.int64),
+        cam=np.zeros((classes, h4, w4), np.float32),
+        high_res=np.zeros((classes, height, width), dtype),
+    )
     return path.stat().st_size
 
 

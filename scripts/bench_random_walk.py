@@ -13,6 +13,7 @@ full size is an N^3 (time) / N^2 (memory) extrapolation, labelled as such in the
     python scripts/bench_random_walk.py                  # about 2 minutes on 2 CPU cores
     python scripts/bench_random_walk.py --full-dense     # on a GPU machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,7 +48,7 @@ def measure(form: str, classes: int, height: int, width: int, device_name: str, 
     """
     device = torch.device(device_name)
     walk = random_walk if form == "sparse" else random_walk_dense
-    walk(*make_inputs(classes, 6, 5, device))            # warm-up: kernels, thread pools
+    walk(*make_inputs(classes, 6, 5, device))  # warm-up: kernels, thread pools
     cams, edge = make_inputs(classes, height, width, device)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -65,16 +66,27 @@ def measure(form: str, classes: int, height: int, width: int, device_name: str, 
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         peak = peak_rss_mb() - rss_before
-    return {"form": form, "device": device_name, "size": [height, width], "pixels": height * width,
-            "classes": classes, "seconds": min(times), "repeats": repeats, "peak_memory_mb": peak,
-            "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "rss growth (ru_maxrss)",
-            "checksum": float(result.double().sum())}
+    return {
+        "form": form,
+        "device": device_name,
+        "size": [height, width],
+        "pixels": height * width,
+        "classes": classes,
+        "seconds": min(times),
+        "repeats": repeats,
+        "peak_memory_mb": peak,
+        "peak_memory_kind": "cuda max_memory_allocated" if device.type == "cuda" else "rss growth (ru_maxrss)",
+        "checksum": float(result.double().sum()),
+    }
 
 
 def run_worker(form: str, classes: int, height: int, width: int, device: str, repeats: int) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", form, str(classes), str(height), str(width), device,
-                          str(repeats)],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", form, str(classes), str(height), str(width), device, str(repeats)],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -87,12 +99,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=parse_size, default=(125, 94), help="stride-4 size HxW (default 125x94)")
     parser.add_argument("--classes", type=int, default=2)
-    parser.add_argument("--dense-size", type=parse_size, action="append", default=None,
-                        help="also time the dense form at this HxW (repeatable; default 48x36 and 64x48)")
+    parser.add_argument(
+        "--dense-size",
+        type=parse_size,
+        action="append",
+        default=None,
+        help="also time the dense form at this HxW (repeatable; default 48x36 and 64x48)",
+    )
     parser.add_argument("--full-dense", action="store_true", help="measure the dense form at --size too")
     parser.add_argument("--repeats", type=int, default=3, help="runs per measurement (dense at full size: 1)")
     parser.add_argument("--out", default="bench/random_walk.json")
-    parser.add_argument("--worker", nargs=6, metavar=("FORM", "K", "H", "W", "DEVICE", "REPEATS"), help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--worker", nargs=6, metavar=("FORM", "K", "H", "W", "DEVICE", "REPEATS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
 
     if args.worker:
@@ -113,24 +132,45 @@ def main() -> None:
             records.append(run_worker("dense", args.classes, height, width, device, 1))
         else:
             # Labelled estimate: the 8 squarings dominate and cost N^3; memory grows as N^2.
-            largest = max((r for r in records if r["form"] == "dense" and r["device"] == device),
-                          key=lambda r: r["pixels"])
+            largest = max(
+                (r for r in records if r["form"] == "dense" and r["device"] == device), key=lambda r: r["pixels"]
+            )
             ratio = height * width / largest["pixels"]
-            records.append({"form": "dense", "device": device, "size": [height, width],
-                            "pixels": height * width, "classes": args.classes,
-                            "seconds": largest["seconds"] * ratio ** 3,
-                            "peak_memory_mb": largest["peak_memory_mb"] * ratio ** 2,
-                            "extrapolated_from_size": largest["size"],
-                            "note": "EXTRAPOLATED (time x N^3, memory x N^2), not measured"})
+            records.append(
+                {
+                    "form": "dense",
+                    "device": device,
+                    "size": [height, width],
+                    "pixels": height * width,
+                    "classes": args.classes,
+                    "seconds": largest["seconds"] * ratio**3,
+                    "peak_memory_mb": largest["peak_memory_mb"] * ratio**2,
+                    "extrapolated_from_size": largest["size"],
+                    "note": "EXTRAPOLATED (time x N^3, memory x N^2), not measured",
+                }
+            )
     for record in records:
         record.pop("checksum", None)
-        print(f'{record["device"]:5s} {record["form"]:6s} {record["size"][0]:4d}x{record["size"][1]:<4d} '
-              f'N={record["pixels"]:6d}  {record["seconds"]:9.3f} s  {record["peak_memory_mb"]:9.1f} MB'
-              + ("  (extrapolated)" if "note" in record else ""))
+        print(
+            f'{record["device"]:5s} {record["form"]:6s} {record["size"][0]:4d}x{record["size"][1]:<4d} '
+            f'N={record["pixels"]:6d}  {record["seconds"]:9.3f} s  {record["peak_memory_mb"]:9.1f} MB'
+            + ("  (extrapolated)" if "note" in record else "")
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-                               "radius": 5, "beta": 10.0, "exp_times": 8, "results": records}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads(),
+                "radius": 5,
+                "beta": 10.0,
+                "exp_times": 8,
+                "results": records,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Score-CAM reference code runs); "batched" runs `chunk_size` masked images per fo
     python scripts/bench_scorecam.py                                   # CPU: resnet18 + resnet50, 128x128
     python scripts/bench_scorecam.py --archs resnet50 --size 224 --device cuda --chunks 64 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,9 +51,14 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     images = torch.randn(args.images, 3, args.size, args.size, device=device)
-    results = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-               "threads": torch.get_num_threads(), "torch": torch.__version__, "size": args.size,
-               "images": args.images, "runs": []}
+    results = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "size": args.size,
+        "images": args.images,
+        "runs": [],
+    }
     for arch in args.archs:
         model = getattr(torchvision.models, arch)(weights=None).eval().to(device)
         per_channel, reference = time_per_image(model, images, 1, args.repeats)

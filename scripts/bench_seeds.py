@@ -8,6 +8,7 @@ Random-weight network (the speed does not depend on the weights), random images 
     python scripts/bench_seeds.py --arch resnet50 --voc  # VOC sizes (GPU recommended), add --amp on CUDA
     python scripts/bench_seeds.py --reference --threads 2 --images 6 --rounds 2   # vs make_cam, ~430x400
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,8 +34,14 @@ def make_samples(count: int, sizes: list[tuple[int, int]], scales: list[float], 
         label = np.zeros(classes, np.float32)
         label[rng.choice(classes, size=2, replace=False)] = 1
         image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        samples.append({"id": str(i), "size": (height, width), "label": label,
-                        "images": multiscale_inputs(image, scales, MEAN, STD)})
+        samples.append(
+            {
+                "id": str(i),
+                "size": (height, width),
+                "label": label,
+                "images": multiscale_inputs(image, scales, MEAN, STD),
+            }
+        )
     return samples
 
 
@@ -65,6 +72,7 @@ def reference_inputs(image: np.ndarray, scales: list[float]) -> list[torch.Tenso
     from torch.utils.data import default_collate
 
     from recam.data import transforms as T
+
     stacks = []
     for scale in scales:
         scaled = image if scale == 1.0 else T.pil_rescale(image, scale)
@@ -74,8 +82,9 @@ def reference_inputs(image: np.ndarray, scales: list[float]) -> list[torch.Tenso
 
 
 @torch.no_grad()
-def reference_make_cam(model, weight: torch.Tensor, image: np.ndarray, label: np.ndarray, scales: list[float],
-                       out_path: Path) -> dict:
+def reference_make_cam(
+    model, weight: torch.Tensor, image: np.ndarray, label: np.ndarray, scales: list[float], out_path: Path
+) -> dict:
     """One image of the official make_cam/make_recam loop (spec §4): per scale one forward of
     [x, flip(x)] through stage1-4, conv with the (K, C) weight, ReLU, x[0] + x[1].flip(-1); all K
     classes resized and summed, then the positive ones selected and max-normalised
@@ -83,15 +92,25 @@ def reference_make_cam(model, weight: torch.Tensor, image: np.ndarray, label: np
     import torch.nn.functional as F
 
     from recam.cams.fusion import padded_up_size, strided_size
+
     height, width = image.shape[:2]
     outputs = []
     for x in reference_inputs(image, scales):
         raw = F.relu(F.conv2d(model.backbone(x), weight[:, :, None, None]))
         outputs.append(raw[0] + raw[1].flip(-1))
-    strided = torch.sum(torch.stack([F.interpolate(o[None], strided_size(height, width, 4), mode="bilinear",
-                                                   align_corners=False)[0] for o in outputs]), 0)
-    high = [F.interpolate(o[:, None], padded_up_size(height, width, 16), mode="bilinear", align_corners=False)
-            for o in outputs]
+    strided = torch.sum(
+        torch.stack(
+            [
+                F.interpolate(o[None], strided_size(height, width, 4), mode="bilinear", align_corners=False)[0]
+                for o in outputs
+            ]
+        ),
+        0,
+    )
+    high = [
+        F.interpolate(o[:, None], padded_up_size(height, width, 16), mode="bilinear", align_corners=False)
+        for o in outputs
+    ]
     high = torch.sum(torch.stack(high, 0), 0)[:, 0, :height, :width]
     valid = torch.nonzero(torch.from_numpy(label))[:, 0]
     strided = strided[valid]
@@ -102,14 +121,27 @@ def reference_make_cam(model, weight: torch.Tensor, image: np.ndarray, label: np
     return {"cam": strided, "high_res": high}
 
 
-def ours_export(model, weight: torch.Tensor, image: np.ndarray, label: np.ndarray, scales: list[float],
-                out_path: Path, high_dtype: str, amp: bool = False) -> dict:
+def ours_export(
+    model,
+    weight: torch.Tensor,
+    image: np.ndarray,
+    label: np.ndarray,
+    scales: list[float],
+    out_path: Path,
+    high_dtype: str,
+    amp: bool = False,
+) -> dict:
     """One image through our `seeds` path: multiscale_inputs -> export_batch -> save_npz."""
     from recam.io import save_npz
+
     sample = {"id": "x", "size": image.shape[:2], "label": label, "images": multiscale_inputs(image, scales, MEAN, STD)}
     (seed,) = export_batch(model, weight, collate_multiscale([sample]), torch.device("cpu"), amp)
-    save_npz(out_path, keys=np.flatnonzero(label > 0).astype(np.int64), cam=seed["cam"].numpy().astype(np.float32),
-             high_res=seed["high_res"].numpy().astype(high_dtype))
+    save_npz(
+        out_path,
+        keys=np.flatnonzero(label > 0).astype(np.int64),
+        cam=seed["cam"].numpy().astype(np.float32),
+        high_res=seed["high_res"].numpy().astype(high_dtype),
+    )
     return seed
 
 
@@ -119,14 +151,17 @@ def compare_reference(args: argparse.Namespace) -> None:
     import tempfile
 
     from recam.models.fold import fold_batchnorm
+
     torch.set_num_threads(args.threads)
     scales = [1.0, 0.5, 1.5, 2.0]
     torch.manual_seed(0)
     model = build_cam_net(arch=args.arch, num_classes=20, pretrained="none").eval()
     weight = model.classifier.weight.detach().flatten(1)
     rng = np.random.default_rng(0)
-    images = [rng.integers(0, 256, (*REFERENCE_SIZES[i % len(REFERENCE_SIZES)], 3), dtype=np.uint8)
-              for i in range(args.images)]
+    images = [
+        rng.integers(0, 256, (*REFERENCE_SIZES[i % len(REFERENCE_SIZES)], 3), dtype=np.uint8)
+        for i in range(args.images)
+    ]
     labels = []
     for _ in images:
         label = np.zeros(20, np.float32)
@@ -134,17 +169,23 @@ def compare_reference(args: argparse.Namespace) -> None:
         labels.append(label)
     channels_last = model.to(memory_format=torch.channels_last)
     import copy
+
     folded = fold_batchnorm(copy.deepcopy(model)).to(memory_format=torch.channels_last)
     plain = copy.deepcopy(model).to(memory_format=torch.contiguous_format)
     variants = {
         "reference": lambda i, out: reference_make_cam(plain, weight, images[i], labels[i], scales, out / f"{i}.npy"),
-        "ours_nchw": lambda i, out: ours_export(plain, weight, images[i], labels[i], scales, out / f"{i}.npz", "float16"),
-        "ours_channels_last": lambda i, out: ours_export(channels_last, weight, images[i], labels[i], scales,
-                                                         out / f"{i}.npz", "float16"),
-        "ours_channels_last_folded_bn": lambda i, out: ours_export(folded, weight, images[i], labels[i], scales,
-                                                                   out / f"{i}.npz", "float16"),
-        "ours_channels_last_folded_bn_bf16": lambda i, out: ours_export(folded, weight, images[i], labels[i], scales,
-                                                                        out / f"{i}.npz", "float16", amp=True),
+        "ours_nchw": lambda i, out: ours_export(
+            plain, weight, images[i], labels[i], scales, out / f"{i}.npz", "float16"
+        ),
+        "ours_channels_last": lambda i, out: ours_export(
+            channels_last, weight, images[i], labels[i], scales, out / f"{i}.npz", "float16"
+        ),
+        "ours_channels_last_folded_bn": lambda i, out: ours_export(
+            folded, weight, images[i], labels[i], scales, out / f"{i}.npz", "float16"
+        ),
+        "ours_channels_last_folded_bn_bf16": lambda i, out: ours_export(
+            folded, weight, images[i], labels[i], scales, out / f"{i}.npz", "float16", amp=True
+        ),
     }
     chosen = {k: v for k, v in variants.items() if k == "reference" or k in args.variants}
     seconds: dict[str, list[float]] = {name: [] for name in chosen}
@@ -161,16 +202,38 @@ def compare_reference(args: argparse.Namespace) -> None:
                 results[name] = [fn(i, out) for i in range(len(images))]
                 seconds[name].append((time.perf_counter() - started) / len(images))
                 cpu[name].append((time.process_time() - cpu_started) / len(images))
-                print(f"round {round_index + 1} {name:32s} {seconds[name][-1]:.3f} s/image wall, "
-                      f"{cpu[name][-1]:.3f} s/image CPU", flush=True)
-    diffs = {name: max(float((a[k].float() - b[k].float()).abs().max()) for a, b in zip(results[name], results["reference"])
-                       for k in ("cam", "high_res")) for name in chosen if name != "reference"}
-    ratios = {name: [r / o for r, o in zip(seconds["reference"], seconds[name])] for name in chosen if name != "reference"}
+                print(
+                    f"round {round_index + 1} {name:32s} {seconds[name][-1]:.3f} s/image wall, "
+                    f"{cpu[name][-1]:.3f} s/image CPU",
+                    flush=True,
+                )
+    diffs = {
+        name: max(
+            float((a[k].float() - b[k].float()).abs().max())
+            for a, b in zip(results[name], results["reference"])
+            for k in ("cam", "high_res")
+        )
+        for name in chosen
+        if name != "reference"
+    }
+    ratios = {
+        name: [r / o for r, o in zip(seconds["reference"], seconds[name])] for name in chosen if name != "reference"
+    }
     cpu_ratios = {name: [r / o for r, o in zip(cpu["reference"], cpu[name])] for name in chosen if name != "reference"}
-    result = {"device": "cpu", "arch": args.arch, "threads": args.threads, "images": args.images,
-              "sizes": [list(REFERENCE_SIZES[i % len(REFERENCE_SIZES)]) for i in range(args.images)], "scales": scales,
-              "rounds": args.rounds, "seconds_per_image": seconds, "cpu_seconds_per_image": cpu,
-              "speedup_vs_reference_per_round": ratios, "cpu_time_speedup_vs_reference_per_round": cpu_ratios, "max_abs_diff_vs_reference (float32, before float16)": diffs}
+    result = {
+        "device": "cpu",
+        "arch": args.arch,
+        "threads": args.threads,
+        "images": args.images,
+        "sizes": [list(REFERENCE_SIZES[i % len(REFERENCE_SIZES)]) for i in range(args.images)],
+        "scales": scales,
+        "rounds": args.rounds,
+        "seconds_per_image": seconds,
+        "cpu_seconds_per_image": cpu,
+        "speedup_vs_reference_per_round": ratios,
+        "cpu_time_speedup_vs_reference_per_round": cpu_ratios,
+        "max_abs_diff_vs_reference (float32, before float16)": diffs,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
@@ -188,7 +251,9 @@ def main() -> None:
     parser.add_argument("--reference", action="store_true", help="ours vs a faithful make_cam loop (CPU)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--variants", nargs="*", default=["ours_nchw", "ours_channels_last", "ours_channels_last_folded_bn"])
+    parser.add_argument(
+        "--variants", nargs="*", default=["ours_nchw", "ours_channels_last", "ours_channels_last_folded_bn"]
+    )
     args = parser.parse_args()
     if args.reference:
         if args.arch == "resnet18":
@@ -202,20 +267,29 @@ def main() -> None:
     model = build_cam_net(arch=args.arch, num_classes=20, pretrained="none").to(device).eval()
     weight = model.classifier.weight.detach().flatten(1)
     samples = make_samples(args.images, sizes, scales, 20)
-    run(model, weight, samples[:2], 1, device, False)                       # warm-up
+    run(model, weight, samples[:2], 1, device, False)  # warm-up
     single_s, single = run(model, weight, samples, 1, device, False)
     bucket_s, bucketed = run(model, weight, samples, args.bucket, device, False)
     max_diff = max(float((a[k] - b[k]).abs().max()) for a, b in zip(single, bucketed) for k in ("cam", "high_res"))
-    result = {"device": str(device), "arch": args.arch, "images": args.images, "sizes": sizes, "scales": scales,
-              "torch_threads": torch.get_num_threads(),
-              "one_at_a_time_images_per_s": args.images / single_s,
-              "bucketed_images_per_s": args.images / bucket_s, "bucket_size": args.bucket,
-              "speedup": single_s / bucket_s, "max_abs_diff_bucketed_vs_single": max_diff}
+    result = {
+        "device": str(device),
+        "arch": args.arch,
+        "images": args.images,
+        "sizes": sizes,
+        "scales": scales,
+        "torch_threads": torch.get_num_threads(),
+        "one_at_a_time_images_per_s": args.images / single_s,
+        "bucketed_images_per_s": args.images / bucket_s,
+        "bucket_size": args.bucket,
+        "speedup": single_s / bucket_s,
+        "max_abs_diff_bucketed_vs_single": max_diff,
+    }
     if args.amp and device.type == "cuda":
         amp_s, amp_out = run(model, weight, samples, args.bucket, device, True)
         result["bucketed_amp_images_per_s"] = args.images / amp_s
-        result["max_abs_diff_amp_vs_fp32"] = max(float((a[k] - b[k]).abs().max())
-                                                 for a, b in zip(single, amp_out) for k in ("cam", "high_res"))
+        result["max_abs_diff_amp_vs_fp32"] = max(
+            float((a[k] - b[k]).abs().max()) for a, b in zip(single, amp_out) for k in ("cam", "high_res")
+        )
         result["peak_memory_mib"] = torch.cuda.max_memory_allocated() / 2**20
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")

@@ -10,6 +10,7 @@ the evaluation split at that t, against the oracle (the best t of a GT sweep). W
     python scripts/study_thresholds.py                         # 3 dataset seeds x 2 settings, small
     python scripts/study_thresholds.py --seeds 0 1 2 3 4 --n-train 320 --n-extra 80 --full
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,18 +52,33 @@ def compose(overrides: list[str]):
 
 
 def run_overrides(args, seed: int, setting: str) -> list[str]:
-    return ["experiment=demo", "stage=all", f"stage.steps=[{','.join(STEPS)}]",
-            f"run.root={args.root}", f"run.name=s{seed}_{setting}",
-            f"dataset.root={args.data}/s{seed}/VOC2012", f"dataset.synthetic.seed={seed}",
-            f"dataset.synthetic.n_train={args.n_train}", f"dataset.synthetic.n_val={args.n_val}",
-            f"dataset.synthetic.n_extra={args.n_extra}",
-            f"dataset.synthetic.min_size={args.min_size}", f"dataset.synthetic.max_size={args.max_size}",
-            f"cam.crop_size={args.crop}", f"cam.resize_long=[{args.min_size},{args.max_size}]",
-            f"recam.crop_size={args.crop}", f"recam.resize_long=[{args.min_size},{args.max_size}]",
-            f"irn.crop_size={args.crop}",
-            "recam.epochs=2", "seeds.scales=[1.0,0.5]", "irn.epochs=2",
-            "runtime.num_workers=0", "ir_labels.num_workers=0", "masks.num_workers=0",
-            *SETTINGS[setting], *args.extra]
+    return [
+        "experiment=demo",
+        "stage=all",
+        f"stage.steps=[{','.join(STEPS)}]",
+        f"run.root={args.root}",
+        f"run.name=s{seed}_{setting}",
+        f"dataset.root={args.data}/s{seed}/VOC2012",
+        f"dataset.synthetic.seed={seed}",
+        f"dataset.synthetic.n_train={args.n_train}",
+        f"dataset.synthetic.n_val={args.n_val}",
+        f"dataset.synthetic.n_extra={args.n_extra}",
+        f"dataset.synthetic.min_size={args.min_size}",
+        f"dataset.synthetic.max_size={args.max_size}",
+        f"cam.crop_size={args.crop}",
+        f"cam.resize_long=[{args.min_size},{args.max_size}]",
+        f"recam.crop_size={args.crop}",
+        f"recam.resize_long=[{args.min_size},{args.max_size}]",
+        f"irn.crop_size={args.crop}",
+        "recam.epochs=2",
+        "seeds.scales=[1.0,0.5]",
+        "irn.epochs=2",
+        "runtime.num_workers=0",
+        "ir_labels.num_workers=0",
+        "masks.num_workers=0",
+        *SETTINGS[setting],
+        *args.extra,
+    ]
 
 
 def seed_maps(cfg, folder: Path, ids: list[str], with_image: bool) -> list[ScoreMap]:
@@ -70,8 +86,9 @@ def seed_maps(cfg, folder: Path, ids: list[str], with_image: bool) -> list[Score
     for image_id in ids:
         seed = load_npz(folder / f"{image_id}.npz")
         image = load_rgb(image_path(cfg.dataset.root, image_id)) if with_image else None
-        maps.append(ScoreMap(scores=seed["high_res"].astype(np.float32), keys=seed["keys"].astype(np.int64),
-                             image=image))
+        maps.append(
+            ScoreMap(scores=seed["high_res"].astype(np.float32), keys=seed["keys"].astype(np.int64), image=image)
+        )
     return maps
 
 
@@ -98,8 +115,9 @@ def crf_mask_miou(cfg, maps: list[ScoreMap], ids: list[str], threshold: float, n
     preds, gts = [], []
     for image_id, score_map in zip(ids, maps):
         compact = confident_labels(score_map.scores, score_map.keys, threshold)
-        refined = crf_from_labels(score_map.image, compact, len(score_map.keys) + 1, gt_prob=0.7,
-                                  kernels=IR_LABEL_KERNELS)
+        refined = crf_from_labels(
+            score_map.image, compact, len(score_map.keys) + 1, gt_prob=0.7, kernels=IR_LABEL_KERNELS
+        )
         preds.append(np.concatenate([[0], score_map.keys + 1])[refined])
         gts.append(load_mask(cfg.dataset.root, image_id))
     return float(iou_from_confusion(sem_seg_confusion(preds, gts, num_labels))["miou"])
@@ -114,8 +132,12 @@ def analyse(args, cfg) -> list[dict]:
     sample = sample_ids(pool, args.sample_size, args.sample_seed)
     grid = candidate_grid(0.05, 0.95, 0.01)
     rows = []
-    artifacts = {"seeds/cam": ("seeds", "cam", seed_maps), "seeds/recam": ("seeds", "recam", seed_maps),
-                 "masks/crf": ("seeds", "cam", seed_maps), "masks/irn": ("masks", "irn", walk_maps)}
+    artifacts = {
+        "seeds/cam": ("seeds", "cam", seed_maps),
+        "seeds/recam": ("seeds", "recam", seed_maps),
+        "masks/crf": ("seeds", "cam", seed_maps),
+        "masks/irn": ("masks", "irn", walk_maps),
+    }
     for artifact, (stage, method, reader) in artifacts.items():
         folder = rundir.stage_dir(stage, method)
         is_crf = artifact == "masks/crf"
@@ -135,9 +157,17 @@ def analyse(args, cfg) -> list[dict]:
         reference_t = REFERENCE_T[artifact]
         if reference_t not in curve:
             curve[reference_t] = crf_mask_miou(cfg, eval_maps, eval_ids, reference_t, num_labels)
-        row = {"run": cfg.run.name, "artifact": artifact, "oracle_t": oracle_t, "oracle_miou": curve[oracle_t],
-               "reference_t": reference_t, "reference_lost": 100 * (curve[oracle_t] - curve[reference_t]),
-               "eval_images": len(eval_ids), "sample_images": len(sample), "selectors": {}}
+        row = {
+            "run": cfg.run.name,
+            "artifact": artifact,
+            "oracle_t": oracle_t,
+            "oracle_miou": curve[oracle_t],
+            "reference_t": reference_t,
+            "reference_lost": 100 * (curve[oracle_t] - curve[reference_t]),
+            "eval_images": len(eval_ids),
+            "sample_images": len(sample),
+            "selectors": {},
+        }
         for name in SELECTORS:
             started = time.perf_counter()
             chosen = select_threshold(name, sample_maps, grid)
@@ -145,11 +175,22 @@ def analyse(args, cfg) -> list[dict]:
             t = round(chosen.threshold, 2)
             if t not in curve:
                 curve[t] = crf_mask_miou(cfg, eval_maps, eval_ids, t, num_labels) if is_crf else float("nan")
-            row["selectors"][name] = {"t": t, "score": chosen.score, "seconds": round(seconds, 2),
-                                      "miou": curve[t], "lost": 100 * (curve[oracle_t] - curve[t])}
+            row["selectors"][name] = {
+                "t": t,
+                "score": chosen.score,
+                "seconds": round(seconds, 2),
+                "miou": curve[t],
+                "lost": 100 * (curve[oracle_t] - curve[t]),
+            }
         rows.append(row)
-        logging.info("%s %s: oracle t=%.2f mIoU %.2f; %s", cfg.run.name, artifact, oracle_t, 100 * curve[oracle_t],
-                     ", ".join(f"{n} t={s['t']:.2f} -{s['lost']:.2f}" for n, s in row["selectors"].items()))
+        logging.info(
+            "%s %s: oracle t=%.2f mIoU %.2f; %s",
+            cfg.run.name,
+            artifact,
+            oracle_t,
+            100 * curve[oracle_t],
+            ", ".join(f"{n} t={s['t']:.2f} -{s['lost']:.2f}" for n, s in row["selectors"].items()),
+        )
     return rows
 
 
@@ -160,29 +201,51 @@ DESIGN_RUN = "s0_r18_e10"
 
 def table(rows: list[dict]) -> str:
     names = list(SELECTORS)
-    lines = ["| run | artifact | oracle t | oracle mIoU | VOC t / lost | "
-             + " | ".join(f"{n} t / lost" for n in names) + " |", "|---|---|---|---|---|" + "---|" * len(names)]
+    lines = [
+        "| run | artifact | oracle t | oracle mIoU | VOC t / lost | "
+        + " | ".join(f"{n} t / lost" for n in names)
+        + " |",
+        "|---|---|---|---|---|" + "---|" * len(names),
+    ]
     for r in rows:
         cells = [f"{r['selectors'][n]['t']:.2f} / {r['selectors'][n]['lost']:.2f}" for n in names]
-        lines.append(f"| {r['run']} | {r['artifact']} | {r['oracle_t']:.2f} | {100 * r['oracle_miou']:.2f} | "
-                     f"{r['reference_t']:.2f} / {r['reference_lost']:.2f} | " + " | ".join(cells) + " |")
-    lines.append("| **mean lost** | | | | "
-                 f"{np.mean([r['reference_lost'] for r in rows]):.2f} (max {np.max([r['reference_lost'] for r in rows]):.2f}) | "
-                 + " | ".join(
-        f"{np.mean([r['selectors'][n]['lost'] for r in rows]):.2f} (max {np.max([r['selectors'][n]['lost'] for r in rows]):.2f})"
-        for n in names) + " |")
+        lines.append(
+            f"| {r['run']} | {r['artifact']} | {r['oracle_t']:.2f} | {100 * r['oracle_miou']:.2f} | "
+            f"{r['reference_t']:.2f} / {r['reference_lost']:.2f} | " + " | ".join(cells) + " |"
+        )
+    lines.append(
+        "| **mean lost** | | | | "
+        f"{np.mean([r['reference_lost'] for r in rows]):.2f} (max {np.max([r['reference_lost'] for r in rows]):.2f}) | "
+        + " | ".join(
+            f"{np.mean([r['selectors'][n]['lost'] for r in rows]):.2f} (max {np.max([r['selectors'][n]['lost'] for r in rows]):.2f})"
+            for n in names
+        )
+        + " |"
+    )
     held_out = [r for r in rows if r["run"] != DESIGN_RUN]
     if held_out and len(held_out) < len(rows):
-        lines.append(f"| **mean lost, held out** (not {DESIGN_RUN}) | | | | "
-                     f"{np.mean([r['reference_lost'] for r in held_out]):.2f} (max {np.max([r['reference_lost'] for r in held_out]):.2f}) | "
-                     + " | ".join(f"{np.mean([r['selectors'][n]['lost'] for r in held_out]):.2f} "
-                                  f"(max {np.max([r['selectors'][n]['lost'] for r in held_out]):.2f})" for n in names) + " |")
+        lines.append(
+            f"| **mean lost, held out** (not {DESIGN_RUN}) | | | | "
+            f"{np.mean([r['reference_lost'] for r in held_out]):.2f} (max {np.max([r['reference_lost'] for r in held_out]):.2f}) | "
+            + " | ".join(
+                f"{np.mean([r['selectors'][n]['lost'] for r in held_out]):.2f} "
+                f"(max {np.max([r['selectors'][n]['lost'] for r in held_out]):.2f})"
+                for n in names
+            )
+            + " |"
+        )
     for artifact in dict.fromkeys(r["artifact"] for r in rows):
         part = [r for r in rows if r["artifact"] == artifact]
-        lines.append(f"| mean lost, {artifact} | | | | {np.mean([r['reference_lost'] for r in part]):.2f} | " + " | ".join(
-            f"{np.mean([r['selectors'][n]['lost'] for r in part]):.2f}" for n in names) + " |")
-    lines.append("| **mean seconds** | | | | | " + " | ".join(
-        f"{np.mean([r['selectors'][n]['seconds'] for r in rows]):.2f}" for n in names) + " |")
+        lines.append(
+            f"| mean lost, {artifact} | | | | {np.mean([r['reference_lost'] for r in part]):.2f} | "
+            + " | ".join(f"{np.mean([r['selectors'][n]['lost'] for r in part]):.2f}" for n in names)
+            + " |"
+        )
+    lines.append(
+        "| **mean seconds** | | | | | "
+        + " | ".join(f"{np.mean([r['selectors'][n]['seconds'] for r in rows]):.2f}" for n in names)
+        + " |"
+    )
     return "\n".join(lines)
 
 

@@ -1,4 +1,5 @@
 """Shared fixtures: the golden-vector folder and loader."""
+
 from __future__ import annotations
 
 import os
@@ -23,6 +24,7 @@ def golden():
     With RECAM_GOLDEN_DIR set, a missing file fails the test; without it, a missing default
     folder skips the test, saying why.
     """
+
     def load(name: str) -> dict[str, np.ndarray]:
         path = golden_dir() / f"{name}.npz"
         if not path.is_file():
@@ -31,6 +33,7 @@ def golden():
             pytest.skip(f"golden vectors not found at {path}; set RECAM_GOLDEN_DIR to the golden folder")
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
+
     return load
 
 
@@ -65,8 +68,13 @@ def tiny_run(tmp_path_factory):
     RECAM_TINY_BASE=<folder> keeps it there across sessions instead (development: `stage=all` then
     finds every stage up to date and takes seconds)."""
     base = Path(os.environ["RECAM_TINY_BASE"]) if os.environ.get("RECAM_TINY_BASE") else tmp_path_factory.mktemp("tiny")
-    return [f"run.root={base / 'outputs'}", "run.name=tiny", f"dataset.root={base / 'data' / 'VOC2012'}",
-            "dataset=synthetic", "debug=tiny"]
+    return [
+        f"run.root={base / 'outputs'}",
+        "run.name=tiny",
+        f"dataset.root={base / 'data' / 'VOC2012'}",
+        "dataset=synthetic",
+        "debug=tiny",
+    ]
 
 
 @pytest.fixture(scope="session")

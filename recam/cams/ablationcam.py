@@ -7,6 +7,7 @@ layers after it run n times (`chunk_size` copies per forward). This needs the mo
 layer to accept a larger batch than the input's, which holds for feed-forward CNNs (torchvision's
 classifiers, our CamNet) but not for a model that concatenates an earlier tensor with a later one.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,21 +20,31 @@ from recam.cams.hooks import OutputFn, as_class_ids, capture, eval_mode, logits_
 from recam.cams.scorecam import scatter_channel_weights, top_channels
 
 ClassIds = Tensor | Sequence[int] | Sequence[Sequence[int]]
-SCORE_EPS = 1e-8   # guards the division by a zero class score
+SCORE_EPS = 1e-8  # guards the division by a zero class score
 
 
 def _ablated_copies(channels: Tensor):
     """Hook body: (1, C, h, w) -> (n, C, h, w), copy i with channel channels[i] set to 0."""
+
     def make(output: Tensor) -> Tensor:
         copies = output.expand(channels.numel(), *output.shape[1:]).clone()
         copies[torch.arange(channels.numel(), device=output.device), channels] = 0
         return copies
+
     return make
 
 
 @torch.no_grad()
-def ablation_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-                 output: OutputFn = logits_of, chunk_size: int = 32, top_k: int | None = None) -> Tensor:
+def ablation_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+    chunk_size: int = 32,
+    top_k: int | None = None,
+) -> Tensor:
     """Ablation-CAM: w_kc = (Y_k - Y_k^(c)) / |Y_k|, ReLU(sum_c w_kc A_c) (paper eq. 4 with |Y_k|).
 
     Y_k^(c) is the class score with channel c zeroed. The paper divides by Y_k; we divide by |Y_k|
@@ -49,14 +60,14 @@ def ablation_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor
             scores = output(model(images)).float()
         activations = captured.get().float()
         ids = as_class_ids(class_ids, images.shape[0], activations.device)
-        base = scores.gather(1, ids)                                        # (B, K)
-        channels = top_channels(activations, top_k)                         # (B, C')
+        base = scores.gather(1, ids)  # (B, K)
+        channels = top_channels(activations, top_k)  # (B, C')
         drops = activations.new_zeros((images.shape[0], ids.shape[1], channels.shape[1]))
         for b in range(images.shape[0]):
             for start in range(0, channels.shape[1], chunk_size):
-                chunk = channels[b, start:start + chunk_size]
+                chunk = channels[b, start : start + chunk_size]
                 with replace_output(layer, _ablated_copies(chunk)):
-                    ablated = output(model(images[b:b + 1])).float()        # (n, num_classes)
-                drops[b, :, start:start + chunk.numel()] = (base[b].unsqueeze(0) - ablated[:, ids[b]]).T
+                    ablated = output(model(images[b : b + 1])).float()  # (n, num_classes)
+                drops[b, :, start : start + chunk.numel()] = (base[b].unsqueeze(0) - ablated[:, ids[b]]).T
     weights = drops / base.abs().clamp(min=SCORE_EPS).unsqueeze(-1)
     return weighted_sum(scatter_channel_weights(weights, channels, activations.shape[1]), activations)

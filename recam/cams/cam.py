@@ -10,6 +10,7 @@ images (B, 3, H, W) as the model takes them; class_ids (K,) shared or (B, K) per
 result is float32 and >= 0 (ReLU applied), at the target layer's resolution (h, w) and not
 normalised. `normalize_max`, `normalize_minmax` and `resize_maps` post-process it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,16 +55,24 @@ def classifier_weight(model: nn.Module) -> Tensor:
     if not isinstance(head, nn.Linear):
         linears = [module for module in model.modules() if isinstance(module, nn.Linear)]
         if not linears:
-            raise ValueError("CAM needs a linear classifier after global pooling; the model has none "
-                             "(pass weight=<(num_classes, C) tensor>)")
+            raise ValueError(
+                "CAM needs a linear classifier after global pooling; the model has none "
+                "(pass weight=<(num_classes, C) tensor>)"
+            )
         head = linears[-1]
     return head.weight
 
 
 @torch.no_grad()
-def cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor,
-        class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]], *, output: OutputFn = logits_of,
-        weight: Tensor | None = None) -> Tensor:
+def cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    *,
+    output: OutputFn = logits_of,
+    weight: Tensor | None = None,
+) -> Tensor:
     """CAM_k = ReLU(sum_c W[k, c] A_c) (Zhou et al. 2016, eq. 2 plus the ReLU of the ReCAM reference).
 
     target_layer: the feature map that global average pooling feeds to the classifier.

@@ -3,6 +3,7 @@
 Torch tensors in and out, on whatever device they come; no file IO. The stage that exports
 seeds runs the network per scale and hands the fused maps to `fuse_scales`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

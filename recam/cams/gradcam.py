@@ -6,6 +6,7 @@ at A (`capture(with_grad=True)` makes A a leaf), so it only runs through the lay
 target layer, and no parameter's `.grad` is touched. Call shape and result: see `recam.cams.cam`.
 Formulas and where the libraries differ: docs/cams.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -19,8 +20,14 @@ from recam.cams.hooks import OutputFn, as_class_ids, capture, eval_mode, logits_
 ClassIds = Tensor | Sequence[int] | Sequence[Sequence[int]]
 
 
-def activation_gradients(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds,
-                         *, output: OutputFn = logits_of) -> tuple[Tensor, Tensor, Tensor]:
+def activation_gradients(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+) -> tuple[Tensor, Tensor, Tensor]:
     """One forward, one backward per class: (A (B, C, h, w), g (B, K, C, h, w), Y (B, K)), detached.
 
     Images are independent in eval mode, so the gradient of the batch sum of Y_k is each image's own.
@@ -36,16 +43,24 @@ def activation_gradients(model: nn.Module, target_layer: nn.Module | str, images
             try:
                 (grad,) = torch.autograd.grad(selected[:, k].sum(), activations, retain_graph=k + 1 < ids.shape[1])
             except RuntimeError as err:
-                raise RuntimeError(f"the class scores do not depend on the target layer {type(layer).__name__}: "
-                                   "choose a layer on the path to the output") from err
+                raise RuntimeError(
+                    f"the class scores do not depend on the target layer {type(layer).__name__}: "
+                    "choose a layer on the path to the output"
+                ) from err
             grads.append(grad)
     a = activations.detach().float()
     g = torch.stack(grads, dim=1).float() if grads else a.new_zeros((a.shape[0], 0, *a.shape[1:]))
     return a, g, selected.detach().float()
 
 
-def grad_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-             output: OutputFn = logits_of) -> Tensor:
+def grad_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+) -> Tensor:
     """Grad-CAM (Selvaraju et al. 2017, eq. 1-2): w_kc = mean_ij g_kc(i, j); ReLU(sum_c w_kc A_c)."""
     a, g, _ = activation_gradients(model, target_layer, images, class_ids, output=output)
     return weighted_sum(g.mean(dim=(-2, -1)), a)
@@ -61,21 +76,36 @@ def _plusplus_weights(a: Tensor, g1: Tensor, g2: Tensor, g3: Tensor) -> Tensor:
     """
     denominator = 2 * g2 + a.sum(dim=(-2, -1), keepdim=True).unsqueeze(1) * g3
     usable = (g2 != 0) & (denominator != 0)
-    alpha = torch.where(usable, g2 / torch.where(usable, denominator, torch.ones_like(denominator)),
-                        torch.zeros_like(g2))
+    alpha = torch.where(
+        usable, g2 / torch.where(usable, denominator, torch.ones_like(denominator)), torch.zeros_like(g2)
+    )
     return (alpha * g1.clamp(min=0)).sum(dim=(-2, -1))
 
 
-def grad_cam_plusplus(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-                      output: OutputFn = logits_of) -> Tensor:
+def grad_cam_plusplus(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+) -> Tensor:
     """Grad-CAM++: ReLU(sum_c w_kc A_c) with the weights of `_plusplus_weights` (eq. 19)."""
     a, g, _ = activation_gradients(model, target_layer, images, class_ids, output=output)
     return weighted_sum(_plusplus_weights(a, g, g * g, g * g * g), a)
 
 
-def smooth_grad_cam_plusplus(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds,
-                             *, output: OutputFn = logits_of, n_samples: int = 4, noise_std: float = 0.3,
-                             seed: int = 0) -> Tensor:
+def smooth_grad_cam_plusplus(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+    n_samples: int = 4,
+    noise_std: float = 0.3,
+    seed: int = 0,
+) -> Tensor:
     """Smooth Grad-CAM++ (Omeiza et al. 2019): Grad-CAM++ with the derivatives averaged over
     `n_samples` copies of the input plus N(0, noise_std^2) noise (in the model's input units, e.g.
     normalised pixels), drawn from a generator seeded with `seed`, in image order.
@@ -100,8 +130,14 @@ def smooth_grad_cam_plusplus(model: nn.Module, target_layer: nn.Module | str, im
     return weighted_sum(_plusplus_weights(a, g1, g2, g3), a)
 
 
-def xgrad_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-              output: OutputFn = logits_of) -> Tensor:
+def xgrad_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+) -> Tensor:
     """XGrad-CAM (Fu et al. 2020, eq. 13): w_kc = sum_ij g_kc(i, j) A_c(i, j) / sum_ij A_c(i, j)
     (0 for a channel whose sum is 0); ReLU(sum_c w_kc A_c)."""
     a, g, _ = activation_gradients(model, target_layer, images, class_ids, output=output)
@@ -111,8 +147,14 @@ def xgrad_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, c
     return weighted_sum(weights, a)
 
 
-def layer_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-              output: OutputFn = logits_of) -> Tensor:
+def layer_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+) -> Tensor:
     """LayerCAM (Jiang et al. 2021, eq. 5-6): ReLU(sum_c ReLU(g_kc(i, j)) A_c(i, j)), a weight per position."""
     a, g, _ = activation_gradients(model, target_layer, images, class_ids, output=output)
     return (g.clamp(min=0) * a.unsqueeze(1)).sum(dim=2).clamp(min=0)

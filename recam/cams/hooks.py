@@ -9,6 +9,7 @@ as it was after a normal return and after an exception alike.
 `logits_of` adapts the model's output: a tensor-returning torchvision classifier and our `CamNet`
 (which returns `{"logits", "features"}`) both work with the default.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,8 +30,10 @@ def logits_of(output: Any) -> Tensor:
         return output
     if isinstance(output, Mapping) and "logits" in output:
         return output["logits"]
-    raise TypeError(f"cannot find class scores in a model output of type {type(output).__name__}; "
-                    "pass output=<function returning the (B, K) scores>")
+    raise TypeError(
+        f"cannot find class scores in a model output of type {type(output).__name__}; "
+        "pass output=<function returning the (B, K) scores>"
+    )
 
 
 def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
@@ -46,8 +49,9 @@ def resolve_layer(model: nn.Module, layer: nn.Module | str) -> nn.Module:
         raise ValueError(f"model has no layer {layer!r} (top-level modules: {', '.join(names)})") from err
 
 
-def as_class_ids(class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]], batch_size: int,
-                 device: torch.device) -> Tensor:
+def as_class_ids(
+    class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]], batch_size: int, device: torch.device
+) -> Tensor:
     """Class indices as a (B, K) int64 tensor: a (K,) list is shared by every image, a (B, K) one
     gives each image its own K classes (K may be 0)."""
     ids = torch.as_tensor(class_ids, dtype=torch.int64, device=device)
@@ -74,6 +78,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 @dataclass
 class Captured:
     """What `capture` stored: the target layer's output of the last forward (None before one)."""
+
     activation: Tensor | None = None
 
     def get(self) -> Tensor:
@@ -177,5 +182,10 @@ def relu_backward_rule(model: nn.Module, rule: str) -> Iterator[None]:
 
 def hook_count(model: nn.Module) -> int:
     """Forward, forward-pre and backward hooks registered on `model`'s modules (tests: 0 after use)."""
-    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
-               + len(getattr(m, "_backward_pre_hooks", {})) for m in model.modules())
+    return sum(
+        len(m._forward_hooks)
+        + len(m._forward_pre_hooks)
+        + len(m._backward_hooks)
+        + len(getattr(m, "_backward_pre_hooks", {}))
+        for m in model.modules()
+    )

@@ -6,6 +6,7 @@ the options it takes.
 Every method maps (model, target layer, images (B, 3, H, W), class ids (K,) or (B, K)) to
 (B, K, h, w) float32 maps >= 0 at the target layer's resolution, not normalised.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -35,8 +36,14 @@ CAM_METHODS: dict[str, CamMethod] = {
 }
 
 TITLES: dict[str, str] = {
-    "cam": "CAM", "gradcam": "Grad-CAM", "gradcampp": "Grad-CAM++", "smoothgradcampp": "Smooth Grad-CAM++",
-    "scorecam": "Score-CAM", "sscam": "SS-CAM", "ablationcam": "Ablation-CAM", "xgradcam": "XGrad-CAM",
+    "cam": "CAM",
+    "gradcam": "Grad-CAM",
+    "gradcampp": "Grad-CAM++",
+    "smoothgradcampp": "Smooth Grad-CAM++",
+    "scorecam": "Score-CAM",
+    "sscam": "SS-CAM",
+    "ablationcam": "Ablation-CAM",
+    "xgradcam": "XGrad-CAM",
     "layercam": "LayerCAM",
 }
 
@@ -47,9 +54,16 @@ def method_options(method: str) -> tuple[str, ...]:
     return tuple(name for name, p in parameters.items() if p.kind is p.KEYWORD_ONLY and name != "output")
 
 
-def compute_cams(method: str, model: nn.Module, target_layer: nn.Module | str, images: Tensor,
-                 class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]], *, output: OutputFn = logits_of,
-                 **options: Any) -> Tensor:
+def compute_cams(
+    method: str,
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: Tensor | Sequence[int] | Sequence[Sequence[int]],
+    *,
+    output: OutputFn = logits_of,
+    **options: Any,
+) -> Tensor:
     """Run CAM method `method` by name. Options it does not take, and options set to None, are left
     out (so one options dict from the config serves every method, None meaning its default)."""
     if method not in CAM_METHODS:

@@ -9,6 +9,7 @@ cost does not grow with K. `top_k` keeps only the k channels of largest spatial 
 weight 0. Call shape and result: see `recam.cams.cam`. Choices against the papers and the
 libraries (normalise-then-upsample, softmax over channels of the logits): docs/cams.md.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from recam.cams.hooks import OutputFn, as_class_ids, capture, eval_mode, logits_
 
 ClassIds = Tensor | Sequence[int] | Sequence[Sequence[int]]
 WEIGHTINGS = ("softmax", "probability")
-MASK_EPS = 1e-8   # min-max normalisation of the masks; torchcam's value
+MASK_EPS = 1e-8  # min-max normalisation of the masks; torchcam's value
 
 
 def top_channels(activations: Tensor, top_k: int | None) -> Tensor:
@@ -41,9 +42,17 @@ def channel_masks(activations: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def masked_scores(model: nn.Module, images: Tensor, masks: Tensor, channels: Tensor, *,
-                  output: OutputFn = logits_of, chunk_size: int = 32,
-                  generator: torch.Generator | None = None, noise_std: float = 0.0) -> Tensor:
+def masked_scores(
+    model: nn.Module,
+    images: Tensor,
+    masks: Tensor,
+    channels: Tensor,
+    *,
+    output: OutputFn = logits_of,
+    chunk_size: int = 32,
+    generator: torch.Generator | None = None,
+    noise_std: float = 0.0,
+) -> Tensor:
     """Class scores of the masked inputs X_b * U(M_bc) for every image b and channel c in channels[b].
 
     images (B, 3, H, W); masks (B, C, h, w) in [0, 1]; channels (B, C') indices. U = bilinear
@@ -60,11 +69,12 @@ def masked_scores(model: nn.Module, images: Tensor, masks: Tensor, channels: Ten
     size = images.shape[-2:]
     scores = []
     for start in range(0, image_index.numel(), chunk_size):
-        b = image_index[start:start + chunk_size]
-        upsampled = resize_maps(masks[b, channel_index[start:start + chunk_size]].unsqueeze(1), size)
+        b = image_index[start : start + chunk_size]
+        upsampled = resize_maps(masks[b, channel_index[start : start + chunk_size]].unsqueeze(1), size)
         if noise_std > 0:
-            upsampled = upsampled + noise_std * torch.randn(upsampled.shape, generator=generator,
-                                                            device=upsampled.device, dtype=upsampled.dtype)
+            upsampled = upsampled + noise_std * torch.randn(
+                upsampled.shape, generator=generator, device=upsampled.device, dtype=upsampled.dtype
+            )
         scores.append(output(model(images[b] * upsampled.to(images.dtype))).float())
     return torch.cat(scores).reshape(batch, kept, -1)
 
@@ -72,7 +82,7 @@ def masked_scores(model: nn.Module, images: Tensor, masks: Tensor, channels: Ten
 def _score_weights(scores: Tensor, ids: Tensor, weighting: str) -> Tensor:
     """(B, C', num_classes) masked-input outputs -> (B, K, C') channel weights."""
     if weighting == "softmax":
-        selected = scores.gather(2, ids.unsqueeze(1).expand(-1, scores.shape[1], -1))   # (B, C', K)
+        selected = scores.gather(2, ids.unsqueeze(1).expand(-1, scores.shape[1], -1))  # (B, C', K)
         return selected.transpose(1, 2).softmax(dim=-1)
     if weighting == "probability":
         probabilities = scores.softmax(dim=-1)
@@ -87,9 +97,17 @@ def scatter_channel_weights(weights: Tensor, channels: Tensor, num_channels: int
 
 
 @torch.no_grad()
-def score_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-              output: OutputFn = logits_of, chunk_size: int = 32, top_k: int | None = None,
-              weighting: str = "softmax") -> Tensor:
+def score_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+    chunk_size: int = 32,
+    top_k: int | None = None,
+    weighting: str = "softmax",
+) -> Tensor:
     """Score-CAM (Wang et al., CVPRW 2020): ReLU(sum_c w_kc A_c) with w_kc from the scores of X * U(M_c).
 
     weighting="softmax" (default, both libraries): w_k = softmax over channels of the logits
@@ -105,16 +123,27 @@ def score_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, c
     ids = as_class_ids(class_ids, images.shape[0], activations.device)
     channels = top_channels(activations, top_k)
     with eval_mode(model):
-        scores = masked_scores(model, images, channel_masks(activations), channels, output=output,
-                               chunk_size=chunk_size)
+        scores = masked_scores(
+            model, images, channel_masks(activations), channels, output=output, chunk_size=chunk_size
+        )
     weights = scatter_channel_weights(_score_weights(scores, ids, weighting), channels, activations.shape[1])
     return weighted_sum(weights, activations)
 
 
 @torch.no_grad()
-def ss_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, class_ids: ClassIds, *,
-           output: OutputFn = logits_of, chunk_size: int = 32, top_k: int | None = None, n_samples: int = 8,
-           noise_std: float = 2.0, seed: int = 0) -> Tensor:
+def ss_cam(
+    model: nn.Module,
+    target_layer: nn.Module | str,
+    images: Tensor,
+    class_ids: ClassIds,
+    *,
+    output: OutputFn = logits_of,
+    chunk_size: int = 32,
+    top_k: int | None = None,
+    n_samples: int = 8,
+    noise_std: float = 2.0,
+    seed: int = 0,
+) -> Tensor:
     """SS-CAM (Wang et al. 2020, "smoothed Score-CAM"): Score-CAM whose channel scores are averaged
     over `n_samples` noisy masks U(M_c) + N(0, noise_std^2) (noise on the normalised, upsampled
     mask, as torchcam; default sigma 2 is torchcam's), drawn from a generator seeded with `seed`:
@@ -133,8 +162,16 @@ def ss_cam(model: nn.Module, target_layer: nn.Module | str, images: Tensor, clas
     total = None
     with eval_mode(model):
         for _ in range(n_samples):
-            scores = masked_scores(model, images, masks, channels, output=output, chunk_size=chunk_size,
-                                   generator=generator, noise_std=noise_std)
+            scores = masked_scores(
+                model,
+                images,
+                masks,
+                channels,
+                output=output,
+                chunk_size=chunk_size,
+                generator=generator,
+                noise_std=noise_std,
+            )
             total = scores if total is None else total + scores
     weights = scatter_channel_weights(_score_weights(total / n_samples, ids, "softmax"), channels, activations.shape[1])
     return weighted_sum(weights, activations)

@@ -1,5 +1,6 @@
 """Checkpoints as plain dicts (model, optimizer, scheduler, epoch, step, RNG, config, class names),
 written atomically (a `last.pt.<host>.<pid>.tmp` file, then `os.replace`), loaded strictly with a clear error."""
+
 from __future__ import annotations
 
 import io
@@ -17,8 +18,12 @@ from recam.io import atomic_write_bytes
 
 
 def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    return {
+        "torch": torch.get_rng_state(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
 
 
 def set_rng_state(state: dict) -> None:
@@ -60,12 +65,15 @@ def load_model_state(model: nn.Module, state: dict[str, torch.Tensor], source: s
         raise RecamInputError(
             f"recam: checkpoint {source} does not match the model (architecture or classes differ): "
             f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]} "
-            "- check model.arch and the dataset's classes")
+            "- check model.arch and the dataset's classes"
+        )
     model.load_state_dict(state, strict=True)
 
 
 def check_class_names(checkpoint: dict, class_names: list[str], source: str | Path) -> None:
     saved = checkpoint.get("class_names")
     if saved is not None and list(saved) != list(class_names):
-        raise RecamInputError(f"recam: checkpoint {source} was trained on classes {list(saved)[:6]}..., "
-                              f"the dataset has {list(class_names)[:6]}... - use the matching dataset")
+        raise RecamInputError(
+            f"recam: checkpoint {source} was trained on classes {list(saved)[:6]}..., "
+            f"the dataset has {list(class_names)[:6]}... - use the matching dataset"
+        )

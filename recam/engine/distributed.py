@@ -11,6 +11,7 @@ the same stage. Semantics:
   stages run on rank 0 while the others wait.
 One process (no WORLD_SIZE) needs none of this and never creates a process group.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -28,13 +29,17 @@ from recam.errors import RecamInputError
 log = logging.getLogger(__name__)
 
 
-_alone = False   # True while this rank runs a block by itself (see `alone`)
+_alone = False  # True while this rank runs a block by itself (see `alone`)
 
 
 def world_size() -> int:
     if _alone:
         return 1
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
+    return (
+        dist.get_world_size()
+        if dist.is_available() and dist.is_initialized()
+        else int(os.environ.get("WORLD_SIZE", "1"))
+    )
 
 
 def rank() -> int:
@@ -113,5 +118,7 @@ def per_rank_batch(batch_size: int) -> int:
     """The share of a global batch of `batch_size` each rank loads."""
     size = world_size()
     if batch_size % size:
-        raise RecamInputError(f"recam: batch_size={batch_size} does not split over {size} processes - use a multiple of {size}")
+        raise RecamInputError(
+            f"recam: batch_size={batch_size} does not split over {size} processes - use a multiple of {size}"
+        )
     return batch_size // size

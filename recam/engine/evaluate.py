@@ -1,4 +1,5 @@
 """Classifier validation: mean multilabel soft-margin loss and mAP over a loader."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from recam.eval.metrics import average_precision
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device,
-                        max_batches: int | None = None) -> dict[str, float]:
+def evaluate_classifier(
+    model: nn.Module, loader: torch.utils.data.DataLoader, device: torch.device, max_batches: int | None = None
+) -> dict[str, float]:
     """{"loss": mean BCE over images, "map": mean AP over classes with positives} (spec §2.6:
     the reference prints the val BCE; mAP is ours, a quality figure that does not depend on a
     threshold)."""

@@ -15,6 +15,7 @@ Resuming gives the same weights as an uninterrupted run: the data order is a fun
 global micro-batch number (`StepBatchSampler`), augmentation of (seed, epoch, index), and the
 checkpoint holds model, optimizer (momentum buffers), scheduler and RNG states.
 """
+
 from __future__ import annotations
 
 import logging
@@ -48,8 +49,17 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
     ranks together load exactly the one-process micro-batch.
     """
 
-    def __init__(self, num_items: int, batch_size: int, *, seed: int, start: int, total: int,
-                 num_replicas: int = 1, rank: int = 0) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        *,
+        seed: int,
+        start: int,
+        total: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
         if num_items < batch_size:
             raise ValueError(f"{num_items} items are fewer than one batch of {batch_size}")
         if batch_size % num_replicas or not 0 <= rank < num_replicas:
@@ -69,7 +79,7 @@ class StepBatchSampler(Sampler[list[tuple[int, int]]]):
             batch_epoch, position = divmod(batch, self.per_epoch)
             if batch_epoch != epoch:
                 epoch, order = batch_epoch, self._order(batch_epoch)
-            chunk = order[position * self.batch_size:(position + 1) * self.batch_size][self.rank::self.num_replicas]
+            chunk = order[position * self.batch_size : (position + 1) * self.batch_size][self.rank :: self.num_replicas]
             yield [(index, epoch) for index in chunk]
 
     def __len__(self) -> int:
@@ -87,12 +97,27 @@ def _to_device(batch: dict, device: torch.device, channels_last: bool) -> dict:
     return out
 
 
-def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict]], step_fn: StepFn,
-                     optimizer: torch.optim.Optimizer, scheduler: Any, iterations: int, iter_size: int,
-                     device: torch.device, checkpoint_dir: Path, checkpoint_extra: dict,
-                     checkpoint_every: int, amp: bool = False, channels_last: bool = False,
-                     grad_clip: float | None = None, desc: str = "train", log_every: int = 10,
-                     writer: Any = None, compile_model: bool = False) -> dict:
+def train_iterations(
+    *,
+    model: nn.Module,
+    batches: Callable[[int], Iterable[dict]],
+    step_fn: StepFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    iterations: int,
+    iter_size: int,
+    device: torch.device,
+    checkpoint_dir: Path,
+    checkpoint_extra: dict,
+    checkpoint_every: int,
+    amp: bool = False,
+    channels_last: bool = False,
+    grad_clip: float | None = None,
+    desc: str = "train",
+    log_every: int = 10,
+    writer: Any = None,
+    compile_model: bool = False,
+) -> dict:
     """Run `iterations` updates, resuming from `checkpoint_dir/last.pt` when it holds this config.
 
     batches(start) yields the micro-batches from global micro-batch `start` on (update i uses
@@ -115,13 +140,21 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
         set_rng_state(state["rng"])
         start, history = state["iteration"], state["history"]
         log.info("%s: resuming from %s after iteration %d", desc, last, start)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda"
-                                  and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
 
     def save(iteration: int) -> None:
-        save_checkpoint(last, {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "iteration": iteration, "rng": rng_state(),
-                               "history": history, **checkpoint_extra})
+        save_checkpoint(
+            last,
+            {
+                "model": bare.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "iteration": iteration,
+                "rng": rng_state(),
+                "history": history,
+                **checkpoint_extra,
+            },
+        )
 
     model = wrap_ddp(compiled(bare, compile_model), device)
     ranks = world_size()
@@ -142,8 +175,13 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
                 with autocast(device, amp):
                     parts = step_fn(model, batch)
                 loss = parts["loss"]
-                parts = logged_parts(parts, desc=desc, where=f"iteration {iteration + 1} (micro-batch {micro + 1}/"
-                                     f"{iter_size})", ids=batch["id"], last=last)
+                parts = logged_parts(
+                    parts,
+                    desc=desc,
+                    where=f"iteration {iteration + 1} (micro-batch {micro + 1}/{iter_size})",
+                    ids=batch["id"],
+                    last=last,
+                )
                 scaler.scale(loss / iter_size).backward()
             seen += len(batch["id"]) * ranks
             for key, value in parts.items():
@@ -160,8 +198,12 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
         bar.set_postfix(loss=f"{window['loss'] / window_updates:.4f}", lr=f"{lr:.2e}", img_s=f"{rate:.1f}")
         bar.update(1)
         if done % log_every == 0 or done == iterations:
-            record = {"iteration": done, "lr": lr, "images_per_s": round(rate, 2),
-                      **{key: value / window_updates for key, value in window.items()}}
+            record = {
+                "iteration": done,
+                "lr": lr,
+                "images_per_s": round(rate, 2),
+                **{key: value / window_updates for key, value in window.items()},
+            }
             history.append(record)
             if writer is not None:
                 for key, value in record.items():
@@ -175,6 +217,10 @@ def train_iterations(*, model: nn.Module, batches: Callable[[int], Iterable[dict
     if writer is not None:
         writer.flush()
     seconds = time.time() - started
-    return {"iterations": iterations, "history": history, "seconds": round(seconds, 2),
-            "images_per_s": round(seen / max(seconds, 1e-9), 2),
-            "final_loss": history[-1]["loss"] if history else float("nan")}
+    return {
+        "iterations": iterations,
+        "history": history,
+        "seconds": round(seconds, 2),
+        "images_per_s": round(seen / max(seconds, 1e-9), 2),
+        "final_loss": history[-1]["loss"] if history else float("nan"),
+    }

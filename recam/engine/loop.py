@@ -1,6 +1,7 @@
 """The training loop shared by the classifier stages: epochs over a loader, poly schedule,
 optional AMP, NaN guard, tqdm with loss / lr / images/s, per-epoch validation, `last.pt` every
 epoch and resume from it."""
+
 from __future__ import annotations
 
 import logging
@@ -46,7 +47,9 @@ def compiled(model: nn.Module, enabled: bool) -> nn.Module:
     return torch.compile(model) if enabled else model
 
 
-def logged_parts(parts: dict[str, torch.Tensor], *, desc: str, where: str, ids: list, last: Path) -> dict[str, torch.Tensor]:
+def logged_parts(
+    parts: dict[str, torch.Tensor], *, desc: str, where: str, ids: list, last: Path
+) -> dict[str, torch.Tensor]:
     """The loss parts of a step as means over the ranks (detached), or NonFiniteLossError naming
     the step (`where`), the batch's image ids and the last good checkpoint. Every rank sees the same
     mean, so all ranks stop together."""
@@ -54,7 +57,8 @@ def logged_parts(parts: dict[str, torch.Tensor], *, desc: str, where: str, ids: 
     if not torch.isfinite(parts["loss"]):
         raise NonFiniteLossError(
             f"recam: {desc} loss is {parts['loss'].item()} at {where}, images {list(ids)[:16]} - check these "
-            f"images and labels or lower the learning rate; the last good checkpoint is {last}")
+            f"images and labels or lower the learning rate; the last good checkpoint is {last}"
+        )
     return parts
 
 
@@ -62,12 +66,27 @@ def steps_per_epoch(num_batches: int, max_steps: int | None) -> int:
     return num_batches if max_steps is None else min(num_batches, max_steps)
 
 
-def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_fn: StepFn,
-                 optimizer: torch.optim.Optimizer, scheduler: Any, epochs: int, device: torch.device,
-                 checkpoint_dir: Path, checkpoint_extra: dict, validate: Callable[[nn.Module], dict],
-                 max_steps: int | None = None, amp: bool = False, grad_clip: float | None = None,
-                 desc: str = "train", log_every: int = 10, writer: Any = None,
-                 keep_epochs: bool = False, compile_model: bool = False) -> list[dict]:
+def train_epochs(
+    *,
+    model: nn.Module,
+    loader: torch.utils.data.DataLoader,
+    step_fn: StepFn,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    epochs: int,
+    device: torch.device,
+    checkpoint_dir: Path,
+    checkpoint_extra: dict,
+    validate: Callable[[nn.Module], dict],
+    max_steps: int | None = None,
+    amp: bool = False,
+    grad_clip: float | None = None,
+    desc: str = "train",
+    log_every: int = 10,
+    writer: Any = None,
+    keep_epochs: bool = False,
+    compile_model: bool = False,
+) -> list[dict]:
     """Train for `epochs`, resuming from `checkpoint_dir/last.pt` when it exists.
 
     step_fn(model, batch) returns a dict of scalar tensors with the key "loss" (what is
@@ -95,8 +114,7 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
         history = state["history"]
         start_epoch = state["epoch"] + 1
         log.info("%s: resuming from %s after epoch %d", desc, last, state["epoch"] + 1)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda"
-                                  and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda" and not torch.cuda.is_bf16_supported())
     n_steps = steps_per_epoch(len(loader), max_steps)
     bare = unwrap(model)
     model = wrap_ddp(compiled(bare, compile_model), device)
@@ -108,13 +126,14 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             loader.dataset.set_epoch(epoch)
         if hasattr(loader.sampler, "set_epoch"):
             loader.sampler.set_epoch(epoch)
-        if loader.generator is not None:   # worker seeds of (seed, epoch): the same in a resumed run
+        if loader.generator is not None:  # worker seeds of (seed, epoch): the same in a resumed run
             loader.generator.manual_seed(loader_seed + epoch)
         model.train()
         sums: dict[str, float] = {}
         seen, started = 0, time.time()
-        bar = progress(total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-                   disable=not is_main())
+        bar = progress(
+            total=n_steps, desc=f"{desc} {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True, disable=not is_main()
+        )
         for step, batch in enumerate(loader):
             if step >= n_steps:
                 break
@@ -122,8 +141,13 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             with autocast(device, amp):
                 parts = step_fn(model, batch)
             loss = parts["loss"]
-            parts = logged_parts(parts, desc=desc, where=f"epoch {epoch + 1} step {step} (global step {global_step})",
-                                 ids=batch["id"], last=last)
+            parts = logged_parts(
+                parts,
+                desc=desc,
+                where=f"epoch {epoch + 1} step {step} (global step {global_step})",
+                ids=batch["id"],
+                last=last,
+            )
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if grad_clip is not None:
@@ -138,8 +162,9 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + float(value.detach()) * size
             rate = seen / max(time.time() - started, 1e-9)
-            bar.set_postfix(loss=f"{parts['loss'].item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                            img_s=f"{rate:.1f}")
+            bar.set_postfix(
+                loss=f"{parts['loss'].item():.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}", img_s=f"{rate:.1f}"
+            )
             bar.update(1)
             if writer is not None and global_step % log_every == 0:
                 for key, value in parts.items():
@@ -147,8 +172,12 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
                 writer.add_scalar(f"{desc}/lr", optimizer.param_groups[0]["lr"], global_step)
         bar.close()
         seconds = time.time() - started
-        record = {"epoch": epoch + 1, "steps": global_step, "seconds": round(seconds, 2),
-                  "images_per_s": round(seen / max(seconds, 1e-9), 2)}
+        record = {
+            "epoch": epoch + 1,
+            "steps": global_step,
+            "seconds": round(seconds, 2),
+            "images_per_s": round(seen / max(seconds, 1e-9), 2),
+        }
         record.update({f"train_{k}": v / max(seen, 1) for k, v in sums.items()})
         model.eval()
         with torch.no_grad(), autocast(device, amp):
@@ -158,13 +187,29 @@ def train_epochs(*, model: nn.Module, loader: torch.utils.data.DataLoader, step_
             for key, value in record.items():
                 if key.startswith("val_") and isinstance(value, float) and math.isfinite(value):
                     writer.add_scalar(f"{desc}/{key}", value, global_step)
-        log.info("%s epoch %d: %s", desc, epoch + 1,
-                 ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-        save_checkpoint(last, {"model": bare.state_dict(), "optimizer": optimizer.state_dict(),
-                               "scheduler": scheduler.state_dict(), "epoch": epoch, "step": global_step,
-                               "rng": rng_state(), "history": history, **checkpoint_extra})
+        log.info(
+            "%s epoch %d: %s",
+            desc,
+            epoch + 1,
+            ", ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()),
+        )
+        save_checkpoint(
+            last,
+            {
+                "model": bare.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "epoch": epoch,
+                "step": global_step,
+                "rng": rng_state(),
+                "history": history,
+                **checkpoint_extra,
+            },
+        )
         if keep_epochs:
-            save_checkpoint(checkpoint_dir / f"epoch_{epoch + 1}.pt",
-                            {"model": bare.state_dict(), "epoch": epoch, **checkpoint_extra})
+            save_checkpoint(
+                checkpoint_dir / f"epoch_{epoch + 1}.pt",
+                {"model": bare.state_dict(), "epoch": epoch, **checkpoint_extra},
+            )
         barrier()
     return history

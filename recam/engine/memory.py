@@ -15,6 +15,7 @@
   measurement in the same process sees its own allocations grow the RSS instead of reusing freed
   pages unseen (without it, later methods in `cam_methods` measured 2-7 MiB instead of ~80).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -94,5 +95,4 @@ class PeakMemory:
 
     def result(self) -> dict[str, float | str]:
         """{"peak_memory_mb": peak minus the amount at entry, in MiB (>= 0), "memory_measure": how}."""
-        return {"peak_memory_mb": round(max(self.peak_bytes - self._start, 0) / 2**20, 1),
-                "memory_measure": self.kind}
+        return {"peak_memory_mb": round(max(self.peak_bytes - self._start, 0) / 2**20, 1), "memory_measure": self.kind}

@@ -5,6 +5,7 @@ The reference subclasses SGD and, before update t (counted from 0), sets every g
 build a plain `torch.optim.SGD` and a `LambdaLR` with the same factor, so both checkpoint with
 their own `state_dict` (the scheduler's holds the step counter).
 """
+
 from __future__ import annotations
 
 import functools

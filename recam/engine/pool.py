@@ -5,6 +5,7 @@ The reference spawns `num_workers` processes, each taking a strided shard. Here 
 count (each job writes its own file) and a slow image does not hold a whole shard back.
 `num_workers=0` runs the jobs in this process (tests, debugging).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -40,9 +41,9 @@ def _die_with_parent(parent: int) -> None:
     as a backstop for a parent that died before the call, a thread polls the parent's pid."""
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL, 0, 0, 0)   # 1 = PR_SET_PDEATHSIG
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
-        pass   # no prctl here: the watchdog alone
+        pass  # no prctl here: the watchdog alone
     if os.getppid() != parent:
         os._exit(1)
 
@@ -54,8 +55,15 @@ def _die_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def map_jobs(fn: Callable[[Job], Any], jobs: Sequence[Job], *, num_workers: int, start_method: str = "spawn",
-             desc: str = "jobs", chunksize: int = 4) -> list[Any]:
+def map_jobs(
+    fn: Callable[[Job], Any],
+    jobs: Sequence[Job],
+    *,
+    num_workers: int,
+    start_method: str = "spawn",
+    desc: str = "jobs",
+    chunksize: int = 4,
+) -> list[Any]:
     """`[fn(job) for job in jobs]`, in order, over `num_workers` processes (0 = in this process).
 
     fn must be a module-level function (it is pickled by name) and each job picklable.
@@ -75,11 +83,10 @@ def map_jobs(fn: Callable[[Job], Any], jobs: Sequence[Job], *, num_workers: int,
             return results
         context = multiprocessing.get_context(start_method)
         workers = min(num_workers, len(jobs))
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_init,
-                                 initargs=(os.getpid(),)) as pool:
+        with ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+        ) as pool:
             for result in pool.map(fn, jobs, chunksize=max(1, min(chunksize, len(jobs) // workers))):
                 results.append(result)
                 bar.update(1)
     return results
-
-

@@ -4,6 +4,7 @@ On a terminal: tqdm as usual. Otherwise (a redirected log, CI, a SLURM job): one
 update at most every `FILE_INTERVAL_S` seconds, without carriage returns, so `less` and `grep` read
 the log. `close_all()` ends every open bar's line; the entry point calls it before an error line.
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,4 +1,5 @@
 """Seeding every random number generator before a stage (checkpoints save and restore them: engine/checkpoint.py)."""
+
 from __future__ import annotations
 
 import random

@@ -4,6 +4,7 @@ Numpy arrays in and out (spec §5 seed evaluation, §6d mask evaluation). Label 
 background, k+1 for foreground class k (0-based `keys`), 255 for ignore. `num_labels` is the
 number of label values, background included: 21 on PASCAL VOC.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,9 +47,7 @@ def seed_label(high_res: np.ndarray, keys: np.ndarray, threshold: float) -> np.n
     return _label_lookup(keys)[channel]
 
 
-def confusion_matrix(
-    gt: np.ndarray, pred: np.ndarray, num_labels: int, ignore_index: int = IGNORE_INDEX
-) -> np.ndarray:
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_labels: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Confusion matrix `conf[gt, pred]` over the pixels whose ground truth is not ignored (spec §5.1 step 3).
 
     gt, pred: integer label maps of one shape (any number of dimensions), values in
@@ -224,9 +223,7 @@ class ThresholdSweep:
 
     def update(self, high_res: np.ndarray, keys: np.ndarray, gt: np.ndarray) -> None:
         """Add one image: high_res (n, H, W) CAMs, keys (n,) classes, gt (H, W) labels."""
-        self.confusions += sweep_confusions(
-            high_res, keys, gt, self.thresholds, self.num_labels, self.ignore_index
-        )
+        self.confusions += sweep_confusions(high_res, keys, gt, self.thresholds, self.num_labels, self.ignore_index)
 
     def results(self) -> dict[str, np.ndarray | float | int]:
         """Per-threshold scores and the best threshold.

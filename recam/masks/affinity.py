@@ -4,6 +4,7 @@
 trains on; `edge_to_affinity` turns a boundary probability map into the predicted affinity of
 the same pairs, in the same channel order (the path-length groups of a `PathIndex`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -38,8 +39,9 @@ def reduce_label(label: np.ndarray, stride: int = LABEL_STRIDE) -> np.ndarray:
     return np.array(resized, dtype=label.dtype)  # a writable copy (torch.from_numpy warns on read-only)
 
 
-def affinity_labels(reduced_label: np.ndarray, path_index: PathIndex,
-                    ignore_index: int = IGNORE_INDEX) -> dict[str, np.ndarray]:
+def affinity_labels(
+    reduced_label: np.ndarray, path_index: PathIndex, ignore_index: int = IGNORE_INDEX
+) -> dict[str, np.ndarray]:
     """Pair labels of every (direction, source) from a reduced label map (spec §6b, Affinity labels).
 
     reduced_label: (H, W) or (B, H, W) integer labels with (H, W) == path_index.size.
@@ -53,11 +55,13 @@ def affinity_labels(reduced_label: np.ndarray, path_index: PathIndex,
     labels valid.
     """
     if reduced_label.ndim not in (2, 3) or tuple(reduced_label.shape[-2:]) != path_index.size:
-        raise ValueError(f"reduced_label must be (H, W) or (B, H, W) with (H, W) = {path_index.size}, "
-                         f"got shape {reduced_label.shape}")
+        raise ValueError(
+            f"reduced_label must be (H, W) or (B, H, W) with (H, W) = {path_index.size}, "
+            f"got shape {reduced_label.shape}"
+        )
     flat = reduced_label.reshape(*reduced_label.shape[:-2], -1)
-    label_src = flat[..., None, path_index.src_indices]   # (..., 1, n_src)
-    label_dst = flat[..., path_index.dst_indices]          # (..., n_dirs, n_src)
+    label_src = flat[..., None, path_index.src_indices]  # (..., 1, n_src)
+    label_dst = flat[..., path_index.dst_indices]  # (..., n_dirs, n_src)
     valid = (label_src != ignore_index) & (label_dst != ignore_index)
     equal = label_src == label_dst
     positive = equal & valid
@@ -77,8 +81,7 @@ def path_indices_to_torch(path_index: PathIndex, device: torch.device | str | No
     return [torch.as_tensor(indices, dtype=torch.int64, device=device) for indices in path_index.path_indices]
 
 
-def edge_to_affinity(edge: Tensor, path_index: PathIndex, *,
-                     path_indices: Sequence[Tensor] | None = None) -> Tensor:
+def edge_to_affinity(edge: Tensor, path_index: PathIndex, *, path_indices: Sequence[Tensor] | None = None) -> Tensor:
     """Predicted affinity of every (direction, source) pair from a boundary map (spec §6b).
 
     edge: (h, w), (B, h, w) or (B, 1, h, w) float boundary probabilities in [0, 1] (IRN training
@@ -96,8 +99,10 @@ def edge_to_affinity(edge: Tensor, path_index: PathIndex, *,
             raise ValueError(f"edge must have one channel, got shape {tuple(edge.shape)}")
         edge = edge[:, 0]
     if edge.dim() != 3 or tuple(edge.shape[-2:]) != path_index.size:
-        raise ValueError(f"edge must be (h, w), (B, h, w) or (B, 1, h, w) with (h, w) = {path_index.size}, "
-                         f"got shape {tuple(edge.shape)}")
+        raise ValueError(
+            f"edge must be (h, w), (B, h, w) or (B, 1, h, w) with (h, w) = {path_index.size}, "
+            f"got shape {tuple(edge.shape)}"
+        )
     if path_indices is None:
         path_indices = path_indices_to_torch(path_index, edge.device)
 
@@ -113,8 +118,9 @@ def edge_to_affinity(edge: Tensor, path_index: PathIndex, *,
     return torch.cat(affinities, dim=1)
 
 
-def affinity_labels_torch(reduced_label: Tensor, src_indices: Tensor, dst_indices: Tensor,
-                          ignore_index: int = IGNORE_INDEX) -> dict[str, Tensor]:
+def affinity_labels_torch(
+    reduced_label: Tensor, src_indices: Tensor, dst_indices: Tensor, ignore_index: int = IGNORE_INDEX
+) -> dict[str, Tensor]:
     """`affinity_labels` on the device, for a batch: reduced_label (B, H, W) integer tensor,
     src_indices (n_src,) and dst_indices (n_dirs, n_src) int64 tensors of a `PathIndex` of size
     (H, W). Returns {"bg_pos", "fg_pos", "neg"}, each (B, n_dirs, n_src) float32 0/1.
@@ -128,6 +134,8 @@ def affinity_labels_torch(reduced_label: Tensor, src_indices: Tensor, dst_indice
     valid = (label_src != ignore_index) & (label_dst != ignore_index)
     equal = label_src == label_dst
     positive = equal & valid
-    return {"bg_pos": (positive & (label_src == 0)).float(),
-            "fg_pos": (positive & (label_src > 0)).float(),
-            "neg": (~equal & valid).float()}
+    return {
+        "bg_pos": (positive & (label_src == 0)).float(),
+        "fg_pos": (positive & (label_src > 0)).float(),
+        "neg": (~equal & valid).float(),
+    }

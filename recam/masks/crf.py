@@ -10,6 +10,7 @@ pydensecrf reads raw buffers: the image must be (H, W, 3) C-contiguous uint8 and
 (n_labels, H*W) C-contiguous float32, or it reads the wrong memory. Both functions make those
 copies themselves, so callers may pass views, crops or flipped arrays.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ SOFTMAX_CLIP = 1e-5
 class CrfKernels:
     """Pairwise kernels and mean-field steps of a dense CRF: Gaussian (sxy, compat), bilateral
     (sxy, srgb, compat) on the RGB image, `iterations` steps."""
+
     gauss_sxy: float
     gauss_compat: float
     bilateral_sxy: float
@@ -62,8 +64,9 @@ def _mean_field(image: np.ndarray, unary: np.ndarray, kernels: CrfKernels) -> np
     crf = dcrf.DenseCRF2D(width, height, n_labels)
     crf.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
     crf.addPairwiseGaussian(sxy=kernels.gauss_sxy, compat=kernels.gauss_compat)
-    crf.addPairwiseBilateral(sxy=kernels.bilateral_sxy, srgb=kernels.bilateral_srgb, rgbim=image,
-                             compat=kernels.bilateral_compat)
+    crf.addPairwiseBilateral(
+        sxy=kernels.bilateral_sxy, srgb=kernels.bilateral_srgb, rgbim=image, compat=kernels.bilateral_compat
+    )
     q = crf.inference(kernels.iterations)
     return np.asarray(q, dtype=np.float32).reshape(n_labels, height, width)
 

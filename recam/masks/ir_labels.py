@@ -3,6 +3,7 @@
 Numpy arrays in and out. Label values follow `recam.eval.metrics`: 0 background, k+1 for class k
 (0-based `keys`), 255 unsure (IRN ignores those pixels).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -10,6 +10,7 @@ For every (direction d, source p) of a `PathIndex`, with labels bg_pos / fg_pos 
 Each loss is a label-weighted mean over batch x directions x sources (x 2 channels for the
 displacement), with the reference's +1e-5 in every denominator; golden `irn_forward_losses`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,24 +35,34 @@ def pair_displacement(dp: Tensor, path_index: PathIndex) -> Tensor:
         raise ValueError(f"dp must be (B, C, h, w) with (h, w) = {path_index.size}, got {tuple(dp.shape)}")
     rf = path_index.radius_floor
     ch, cw = path_index.cropped_size
-    src = dp[:, :, :ch, rf:rf + cw]
+    src = dp[:, :, :ch, rf : rf + cw]
     # Slices of the map rather than flat-index gathers: no index tensor has to reach the device.
-    dst = torch.stack([dp[:, :, dy:dy + ch, rf + dx:rf + dx + cw] for dy, dx in path_index.search_dst.tolist()],
-                      dim=2)
+    dst = torch.stack(
+        [dp[:, :, dy : dy + ch, rf + dx : rf + dx + cw] for dy, dx in path_index.search_dst.tolist()], dim=2
+    )
     pair = src.unsqueeze(2) - dst
     return pair.reshape(pair.shape[0], pair.shape[1], pair.shape[2], -1)
 
 
-def displacement_target(path_index: PathIndex, *, dtype: torch.dtype = torch.float32,
-                        device: torch.device | str | None = None) -> Tensor:
+def displacement_target(
+    path_index: PathIndex, *, dtype: torch.dtype = torch.float32, device: torch.device | str | None = None
+) -> Tensor:
     """The offsets as a target: t[0, c, d, 0] = search_dst[d, c], shape (1, 2, n_dirs, 1)."""
     dst = torch.as_tensor(path_index.search_dst, dtype=dtype, device=device)
     return dst.t()[None, :, :, None]
 
 
-def irn_losses(edge_logits: Tensor, dp: Tensor, bg_pos: Tensor, fg_pos: Tensor, neg: Tensor,
-               path_index: PathIndex, *, path_indices: Sequence[Tensor] | None = None,
-               counts: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+def irn_losses(
+    edge_logits: Tensor,
+    dp: Tensor,
+    bg_pos: Tensor,
+    fg_pos: Tensor,
+    neg: Tensor,
+    path_index: PathIndex,
+    *,
+    path_indices: Sequence[Tensor] | None = None,
+    counts: dict[str, Tensor] | None = None,
+) -> dict[str, Tensor]:
     """The four IRN losses, their total and the per-pair maps (spec §6b; golden irn_forward_losses).
 
     edge_logits: (B, 1, h, w); dp: (B, 2, h, w) displacement (channel 0 = y, 1 = x);
@@ -93,10 +104,17 @@ def irn_losses(edge_logits: Tensor, dp: Tensor, bg_pos: Tensor, fg_pos: Tensor, 
     dp_bg_loss = (dp_bg_map * bg_pos.unsqueeze(1)).sum() / (2 * bg_sum + EPS)
     total = (pos_aff_loss + neg_aff_loss) / 2 + (dp_fg_loss + dp_bg_loss) / 2
     return {
-        "pos_aff_loss": pos_aff_loss, "neg_aff_loss": neg_aff_loss,
-        "dp_fg_loss": dp_fg_loss, "dp_bg_loss": dp_bg_loss, "total": total,
-        "aff": aff, "pos_aff_loss_map": pos_map, "neg_aff_loss_map": neg_map,
-        "pair_disp": pair_disp, "dp_fg_loss_map": dp_fg_map, "dp_bg_loss_map": dp_bg_map,
+        "pos_aff_loss": pos_aff_loss,
+        "neg_aff_loss": neg_aff_loss,
+        "dp_fg_loss": dp_fg_loss,
+        "dp_bg_loss": dp_bg_loss,
+        "total": total,
+        "aff": aff,
+        "pos_aff_loss_map": pos_map,
+        "neg_aff_loss_map": neg_map,
+        "pair_disp": pair_disp,
+        "dp_fg_loss_map": dp_fg_map,
+        "dp_bg_loss_map": dp_bg_map,
         "disp_target": target,
     }
 

@@ -5,6 +5,7 @@ on the straight path from p to p + d. This module enumerates the offsets d (a fo
 half-disc of radius r), the integer points of each path, and the flat grid indices those
 points reach from every source pixel. Numpy in, numpy out; nothing here touches a device.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -75,10 +76,9 @@ def direction_path(dy: int, dx: int) -> np.ndarray:
     x_lo, x_hi = sorted((0, dx))
     # Integer comparison `num < length_sq` is the reference's float test `num / length_sq < 1`
     # without rounding: both sides are exact integers.
-    points = [(y, x)
-              for y in range(y_lo, y_hi + 1)
-              for x in range(x_lo, x_hi + 1)
-              if (dy * x - dx * y) ** 2 < length_sq]
+    points = [
+        (y, x) for y in range(y_lo, y_hi + 1) for x in range(x_lo, x_hi + 1) if (dy * x - dx * y) ** 2 < length_sq
+    ]
     points.sort(key=lambda point: -abs(point[0]) - abs(point[1]))
     return np.asarray(points, dtype=np.int64).reshape(-1, 2)
 
@@ -99,8 +99,10 @@ def build_path_index(radius: int, size: tuple[int, int]) -> PathIndex:
     radius_floor = radius - 1  # ceil(r) - 1 for an integer r
     crop_h, crop_w = height - radius_floor, width - 2 * radius_floor
     if crop_h <= 0 or crop_w <= 0:
-        raise ValueError(f"grid size {(height, width)} leaves no source for radius {radius}: "
-                         f"need H > {radius_floor} and W > {2 * radius_floor}")
+        raise ValueError(
+            f"grid size {(height, width)} leaves no source for radius {radius}: "
+            f"need H > {radius_floor} and W > {2 * radius_floor}"
+        )
 
     paths_by_length: dict[int, list[np.ndarray]] = {}
     for dy, dx in search_directions(radius):
@@ -110,13 +112,21 @@ def build_path_index(radius: int, size: tuple[int, int]) -> PathIndex:
     search_dst = np.concatenate([paths[:, 0] for paths in search_paths], axis=0)
 
     grid = np.arange(height * width, dtype=np.int64).reshape(height, width)
-    src_indices = grid[0:crop_h, radius_floor:radius_floor + crop_w].reshape(-1)
+    src_indices = grid[0:crop_h, radius_floor : radius_floor + crop_w].reshape(-1)
     # grid[dy + i, rf + dx + j] = src[i, j] + dy * W + dx, so each path point is one flat shift
     # of all sources; equal to the reference's slice grid[dy:dy+ch, rf+dx:rf+dx+cw] per point.
-    path_indices = [src_indices[None, None, :] + (paths[..., 0] * width + paths[..., 1])[..., None]
-                    for paths in search_paths]
+    path_indices = [
+        src_indices[None, None, :] + (paths[..., 0] * width + paths[..., 1])[..., None] for paths in search_paths
+    ]
     dst_indices = np.concatenate([indices[:, 0] for indices in path_indices], axis=0)
 
-    return PathIndex(radius=radius, radius_floor=radius_floor, size=(height, width),
-                     search_dst=search_dst, search_paths=search_paths, path_indices=path_indices,
-                     src_indices=src_indices, dst_indices=dst_indices)
+    return PathIndex(
+        radius=radius,
+        radius_floor=radius_floor,
+        size=(height, width),
+        search_dst=search_dst,
+        search_paths=search_paths,
+        path_indices=path_indices,
+        src_indices=src_indices,
+        dst_indices=dst_indices,
+    )

@@ -9,6 +9,7 @@ The dense form (`dense_transition`, `random_walk_dense`) is kept only as a test 
 
 Torch in, torch out, on the device of the inputs; nothing here touches the disk.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -65,8 +66,9 @@ def sparse_affinity(edge: Tensor, radius: int = RADIUS) -> Tensor:
     return edge_to_affinity(pad_edge(edge, radius), path_index)
 
 
-def dense_transition(edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES,
-                     radius: int = RADIUS) -> dict[str, Tensor]:
+def dense_transition(
+    edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES, radius: int = RADIUS
+) -> dict[str, Tensor]:
     """The reference's dense affinity and transition matrices; a test oracle only (spec §6c steps 3-4).
 
     edge: (1, h, w) float boundary probabilities. N = h * w, pixels in row-major order.
@@ -86,16 +88,19 @@ def dense_transition(edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_T
 
     src = torch.as_tensor(path_index.src_indices, device=edge.device)
     dst = torch.as_tensor(path_index.dst_indices, device=edge.device)
-    ind_from = src.repeat(dst.shape[0])           # direction-major, as aff
+    ind_from = src.repeat(dst.shape[0])  # direction-major, as aff
     ind_to = dst.reshape(-1)
     diagonal = torch.arange(n_padded, device=edge.device)
     dense = torch.zeros(n_padded, n_padded, dtype=edge.dtype, device=edge.device)
     # The reference sums duplicate entries (torch.sparse to_dense); accumulate=True does the same.
     # The half-disc holds d but never -d, so no pair occurs twice and nothing is actually summed.
-    dense.index_put_((torch.cat([ind_from, diagonal, ind_to]), torch.cat([ind_to, diagonal, ind_from])),
-                     torch.cat([aff, torch.ones_like(diagonal, dtype=edge.dtype), aff]), accumulate=True)
+    dense.index_put_(
+        (torch.cat([ind_from, diagonal, ind_to]), torch.cat([ind_to, diagonal, ind_from])),
+        torch.cat([aff, torch.ones_like(diagonal, dtype=edge.dtype), aff]),
+        accumulate=True,
+    )
     dense = dense.view(padded_h, padded_w, padded_h, padded_w)
-    dense = dense[:height, radius:radius + width, :height, radius:radius + width]
+    dense = dense[:height, radius : radius + width, :height, radius : radius + width]
     dense_aff = dense.reshape(height * width, height * width)
 
     scaled = torch.pow(dense_aff, beta)
@@ -106,8 +111,9 @@ def dense_transition(edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_T
     return {"dense_aff": dense_aff, "trans_mat_1": trans_mat_1, "trans_mat": trans_mat}
 
 
-def random_walk_dense(cams: Tensor, edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES,
-                      radius: int = RADIUS) -> Tensor:
+def random_walk_dense(
+    cams: Tensor, edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES, radius: int = RADIUS
+) -> Tensor:
     """The reference's dense random walk, R = (X ⊙ (1 - E))_flat · T^(2^exp_times); a test oracle (spec §6c).
 
     cams: (K, h, w) stride-4 seeds (no background plane); edge: (1, h, w).
@@ -142,7 +148,7 @@ def neighbour_table(edge: Tensor, *, beta: float = BETA, radius: int = RADIUS) -
     # Padded pixel (y, x + r) is interior pixel (y, x); sources start at padded column rf, so
     # interior column x sits at source-grid column x + r - rf.
     col0 = radius - path_index.radius_floor
-    aff = sparse_affinity(edge, radius).reshape(n_dirs, src_h, src_w)[:, :height, col0:col0 + width]
+    aff = sparse_affinity(edge, radius).reshape(n_dirs, src_h, src_w)[:, :height, col0 : col0 + width]
 
     device = edge.device
     ys = torch.arange(height, device=device).view(1, height, 1)
@@ -160,9 +166,12 @@ def neighbour_table(edge: Tensor, *, beta: float = BETA, radius: int = RADIUS) -
     # Shifting the forward weights by +d moves them there; zero padding marks p - d outside.
     pad = radius  # |dy|, |dx| < r
     padded_fwd = F.pad(fwd_weight, (pad, pad, pad, pad))
-    bwd_weight = torch.stack([
-        padded_fwd[k, pad - int(oy):pad - int(oy) + height, pad - int(ox):pad - int(ox) + width]
-        for k, (oy, ox) in enumerate(path_index.search_dst.tolist())])
+    bwd_weight = torch.stack(
+        [
+            padded_fwd[k, pad - int(oy) : pad - int(oy) + height, pad - int(ox) : pad - int(ox) + width]
+            for k, (oy, ox) in enumerate(path_index.search_dst.tolist())
+        ]
+    )
     bwd_inside = (ys - dy >= 0) & (ys - dy < height) & (xs - dx >= 0) & (xs - dx < width)
     bwd_index = torch.where(bwd_inside, own - dy * width - dx, own)
 
@@ -184,8 +193,9 @@ def transition_matrix(table: dict[str, Tensor]) -> Tensor:
     index, weight = table["index"], table["weight"]
     n, m = index.shape
     rows = torch.arange(n, device=index.device).repeat_interleave(m)
-    coo = torch.sparse_coo_tensor(torch.stack([rows, index.reshape(-1)]), weight.reshape(-1), (n, n),
-                                  check_invariants=False)
+    coo = torch.sparse_coo_tensor(
+        torch.stack([rows, index.reshape(-1)]), weight.reshape(-1), (n, n), check_invariants=False
+    )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return coo.coalesce().to_sparse_csr()
@@ -209,8 +219,9 @@ def propagate(seeds: Tensor, table: dict[str, Tensor], steps: int) -> Tensor:
     return values.t()
 
 
-def random_walk(cams: Tensor, edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES,
-                radius: int = RADIUS) -> Tensor:
+def random_walk(
+    cams: Tensor, edge: Tensor, *, beta: float = BETA, exp_times: int = EXP_TIMES, radius: int = RADIUS
+) -> Tensor:
     """Propagate stride-4 seeds over IRN's affinities: R = (X ⊙ (1 - E))_flat · T^(2^exp_times) (spec §6c steps 2-5).
 
     cams: (K, h, w) float stride-4 seeds (the saved `cam`, no background plane; pitfall 13);
@@ -228,7 +239,7 @@ def random_walk(cams: Tensor, edge: Tensor, *, beta: float = BETA, exp_times: in
     edge = edge.to(cams.dtype)
     seeds = (cams * (1 - edge)).reshape(cams.shape[0], edge[0].numel())
     table = neighbour_table(edge, beta=beta, radius=radius)
-    return propagate(seeds, table, 2 ** exp_times).reshape(cams.shape)
+    return propagate(seeds, table, 2**exp_times).reshape(cams.shape)
 
 
 def upsample_walk(rw: Tensor, image_size: Sequence[int]) -> Tensor:
@@ -244,14 +255,16 @@ def upsample_walk(rw: Tensor, image_size: Sequence[int]) -> Tensor:
     height, width = int(image_size[0]), int(image_size[1])
     if rw.shape[0] == 0:
         return rw.new_zeros(0, height, width)
-    upsampled = F.interpolate(rw[:, None], scale_factor=STRIDE, mode="bilinear",
-                              align_corners=False)[:, 0, :height, :width]
+    upsampled = F.interpolate(rw[:, None], scale_factor=STRIDE, mode="bilinear", align_corners=False)[
+        :, 0, :height, :width
+    ]
     peak = upsampled.max()
     return upsampled / peak if peak > 0 else upsampled
 
 
-def rw_to_label(rw: Tensor, keys: Tensor | np.ndarray | Sequence[int], image_size: Sequence[int],
-                bg_threshold: float) -> Tensor:
+def rw_to_label(
+    rw: Tensor, keys: Tensor | np.ndarray | Sequence[int], image_size: Sequence[int], bg_threshold: float
+) -> Tensor:
     """Semantic pseudo label from the random walk (spec §6c steps 6-7).
 
     rw: (K, h, w) float walk of `random_walk`; keys: (K,) 0-based class indices of its channels;

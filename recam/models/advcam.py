@@ -14,6 +14,7 @@ the network takes RGB; `CAFFE_INPUT` is the (mean, std) that makes `transforms.n
 x_rgb - mean_rgb on the 0..255 scale. The forward pass is then the reference's on the BGR image
 (tests/unit/test_advcam.py checks it against a functional caffe ResNet).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,10 +31,12 @@ log = logging.getLogger(__name__)
 CAFFE_BGR_MEAN = (104.008, 116.669, 122.675)
 # For transforms.normalize ((x / 255 - mean) / std): RGB mean on the 0..1 scale, std 1/255.
 CAFFE_INPUT = {"mean": [m / 255.0 for m in CAFFE_BGR_MEAN[::-1]], "std": [1.0 / 255.0] * 3}
-HEAD_PREFIXES = ("aspp.", "fc.")   # random in the reference too (non-strict load): never loaded
+HEAD_PREFIXES = ("aspp.", "fc.")  # random in the reference too (non-strict load): never loaded
 PREFIX = "advcam:"
-DOWNLOAD_HINT = ("download deeplabv1_resnet101-imagenet.pth (the ImageNet DeepLab init linked from the AdvCAM and "
-                 "ReCAM READMEs, 'DeepLab' step) and give its path as seg.pretrained=advcam:<path>")
+DOWNLOAD_HINT = (
+    "download deeplabv1_resnet101-imagenet.pth (the ImageNet DeepLab init linked from the AdvCAM and "
+    "ReCAM READMEs, 'DeepLab' step) and give its path as seg.pretrained=advcam:<path>"
+)
 _BN = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -44,8 +47,10 @@ def to_caffe_strides(resnet_layers: list[nn.Sequential]) -> None:
     for layer in resnet_layers:
         for block in layer:
             if not isinstance(block, Bottleneck):
-                raise RecamInputError("recam: the caffe layout (seg.pretrained=advcam:...) needs a Bottleneck ResNet "
-                                      "(seg.arch=deeplabv2_resnet101)")
+                raise RecamInputError(
+                    "recam: the caffe layout (seg.pretrained=advcam:...) needs a Bottleneck ResNet "
+                    "(seg.arch=deeplabv2_resnet101)"
+                )
             if block.conv2.stride != (1, 1):
                 block.conv1.stride, block.conv2.stride = block.conv2.stride, (1, 1)
 
@@ -53,8 +58,7 @@ def to_caffe_strides(resnet_layers: list[nn.Sequential]) -> None:
 def advcam_key_map(backbone: nn.Module) -> dict[str, str]:
     """{our backbone key: the deeplab-pytorch key} for every parameter and BN buffer of `backbone`
     (torchvision names: conv1, bn1, layer1..layer4), `num_batches_tracked` excepted."""
-    mapping = {"conv1.weight": "layer1.conv1.conv.weight",
-               **{f"bn1.{k}": f"layer1.conv1.bn.{k}" for k in _BN}}
+    mapping = {"conv1.weight": "layer1.conv1.conv.weight", **{f"bn1.{k}": f"layer1.conv1.bn.{k}" for k in _BN}}
     parts = {"conv1": "reduce", "conv2": "conv3x3", "conv3": "increase"}
     for index in range(1, 5):
         for n, block in enumerate(getattr(backbone, f"layer{index}")):
@@ -88,26 +92,38 @@ def convert_advcam_state(state: dict[str, Tensor], backbone: nn.Module, source: 
     mapping = advcam_key_map(backbone)
     ours = backbone.state_dict()
     missing = [theirs for theirs in mapping.values() if theirs not in state]
-    unexpected = [k for k in state if k not in set(mapping.values()) and not k.startswith(HEAD_PREFIXES)
-                  and not k.endswith("num_batches_tracked")]
+    unexpected = [
+        k
+        for k in state
+        if k not in set(mapping.values()) and not k.startswith(HEAD_PREFIXES) and not k.endswith("num_batches_tracked")
+    ]
     if missing or unexpected:
-        raise RecamInputError(f"recam: {source} is not the caffe-layout ResNet of seg.arch: {len(missing)} keys missing "
-                              f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}) - "
-                              f"{DOWNLOAD_HINT}")
+        raise RecamInputError(
+            f"recam: {source} is not the caffe-layout ResNet of seg.arch: {len(missing)} keys missing "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected (e.g. {unexpected[:3]}) - "
+            f"{DOWNLOAD_HINT}"
+        )
     converted = {}
     for key, theirs in mapping.items():
         value = state[theirs]
         if tuple(value.shape) != tuple(ours[key].shape):
-            raise RecamInputError(f"recam: {source} has {theirs} of shape {tuple(value.shape)}, the model expects "
-                                  f"{tuple(ours[key].shape)} ({key}) - use seg.arch=deeplabv2_resnet101")
+            raise RecamInputError(
+                f"recam: {source} has {theirs} of shape {tuple(value.shape)}, the model expects "
+                f"{tuple(ours[key].shape)} ({key}) - use seg.arch=deeplabv2_resnet101"
+            )
         converted[key] = value.to(ours[key].dtype)
-    converted["conv1.weight"] = converted["conv1.weight"].flip(1)   # BGR input -> RGB input
+    converted["conv1.weight"] = converted["conv1.weight"].flip(1)  # BGR input -> RGB input
     for key, value in ours.items():
         if key.endswith("num_batches_tracked"):
             converted[key] = value
     heads = sum(1 for k in state if k.startswith(HEAD_PREFIXES))
-    log.info("advcam: loaded %d backbone tensors from %s; %d head tensors left out (ASPP starts random, as in "
-             "the reference)", len(mapping), source, heads)
+    log.info(
+        "advcam: loaded %d backbone tensors from %s; %d head tensors left out (ASPP starts random, as in "
+        "the reference)",
+        len(mapping),
+        source,
+        heads,
+    )
     return converted
 
 
@@ -118,7 +134,7 @@ def load_advcam(backbone: nn.Module, pretrained: str) -> None:
         raise RecamInputError(f"recam: seg.pretrained={pretrained}: {path} does not exist - {DOWNLOAD_HINT}")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:   # not a torch file, truncated download, pickled objects
+    except Exception as err:  # not a torch file, truncated download, pickled objects
         raise RecamInputError(f"recam: {path} cannot be read as a state dict ({err}) - {DOWNLOAD_HINT}") from err
     for key in ("model", "state_dict"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):

@@ -11,6 +11,7 @@ Spec §2.1-2.2. The network is torchvision's own `ResNet` (no forked file); we o
 `bn1.running_mean`, `layer1.0.conv1.weight`, ..., `num_batches_tracked` included), so
 torchvision ImageNet files and the golden parameter names load with `strict=True`.
 """
+
 from __future__ import annotations
 
 import logging
@@ -88,8 +89,14 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
     def forward(self, x: Tensor) -> Tensor:
         # training=False is what makes it "fixed": batch statistics are neither used nor tracked.
         return F.batch_norm(
-            x, self.running_mean, self.running_var, self.weight, self.bias,
-            training=False, momentum=0.0, eps=self.eps,
+            x,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            training=False,
+            momentum=0.0,
+            eps=self.eps,
         )
 
 
@@ -115,8 +122,12 @@ def _as_fixed(bn: nn.BatchNorm2d) -> FixedBatchNorm2d:
     if bn.running_mean is None or bn.running_var is None:
         raise ValueError(f"cannot fix {bn}: it has no running statistics (track_running_stats=False)")
     fixed = FixedBatchNorm2d(
-        bn.num_features, eps=bn.eps, momentum=bn.momentum, affine=bn.affine,
-        device=bn.running_mean.device, dtype=bn.running_mean.dtype,
+        bn.num_features,
+        eps=bn.eps,
+        momentum=bn.momentum,
+        affine=bn.affine,
+        device=bn.running_mean.device,
+        dtype=bn.running_mean.dtype,
     )
     if bn.affine:
         fixed.weight = bn.weight
@@ -265,8 +276,11 @@ def load_backbone_state_dict(module: nn.Module, state: object, *, source: str, a
     if missing or unexpected or mis_shaped:
         problems = [
             f"{label} [{_first_few(keys)}]"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected),
-                                ("shape mismatches", mis_shaped))
+            for label, keys in (
+                ("missing keys", missing),
+                ("unexpected keys", unexpected),
+                ("shape mismatches", mis_shaped),
+            )
             if keys
         ]
         raise RecamInputError(
@@ -299,8 +313,7 @@ def _read_state_dict(path: Path) -> object:
     except (RuntimeError, pickle.UnpicklingError, EOFError, ValueError) as err:
         reason = " ".join(str(err).split())[:200]
         raise RecamInputError(
-            f"recam: cannot read a state_dict from {path} ({reason}) - replace the file, "
-            "or set model.pretrained=none"
+            f"recam: cannot read a state_dict from {path} ({reason}) - replace the file, or set model.pretrained=none"
         ) from err
 
 
@@ -426,8 +439,7 @@ class Backbone(nn.Module):
         stage1 = self.layer1(stem)
         stage2 = self.stage2(stage1)
         stage3 = self.stage3(stage2)
-        return {"stem": stem, "stage1": stage1, "stage2": stage2, "stage3": stage3,
-                "stage4": self.stage4(stage3)}
+        return {"stem": stem, "stage1": stage1, "stage2": stage2, "stage3": stage3, "stage4": self.stage4(stage3)}
 
     def forward(self, x: Tensor) -> Tensor:
         """Features f = stage4(x): (B, 3, H, W) -> (B, out_channels, ceil(H/16), ceil(W/16))."""

@@ -8,6 +8,7 @@ W (spec §4.1), which `class_maps(features, weight)` takes as an argument.
 state_dict keys: `backbone.<torchvision key>` (`backbone.conv1.weight`, ...,
 `backbone.layer4.2.bn3.num_batches_tracked`, no `fc.*`) and `classifier.weight` (K, C, 1, 1).
 """
+
 from __future__ import annotations
 
 import torch.nn.functional as F
@@ -77,10 +78,13 @@ class CamNet(nn.Module):
         carries a "name" ("backbone" / "classifier") for logging and schedules.
         """
         return [
-            {"name": "backbone", "params": self.backbone.backbone_parameters(),
-             "lr": lr, "weight_decay": weight_decay},
-            {"name": "classifier", "params": [p for p in self.classifier.parameters() if p.requires_grad],
-             "lr": lr * head_lr_mult, "weight_decay": weight_decay},
+            {"name": "backbone", "params": self.backbone.backbone_parameters(), "lr": lr, "weight_decay": weight_decay},
+            {
+                "name": "classifier",
+                "params": [p for p in self.classifier.parameters() if p.requires_grad],
+                "lr": lr * head_lr_mult,
+                "weight_decay": weight_decay,
+            },
         ]
 
 
@@ -101,6 +105,10 @@ def build_cam_net(
     The classifier keeps PyTorch's default Conv2d initialisation, as in the reference.
     """
     backbone = build_backbone(
-        arch=arch, output_stride=output_stride, fixed_bn=fixed_bn, pretrained=pretrained, freeze_upto=freeze_upto,
+        arch=arch,
+        output_stride=output_stride,
+        fixed_bn=fixed_bn,
+        pretrained=pretrained,
+        freeze_upto=freeze_upto,
     )
     return CamNet(backbone, num_classes=num_classes)

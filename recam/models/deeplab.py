@@ -22,6 +22,7 @@ we default to torchvision's v1.5 layout (stride on the 3x3 conv) with its ImageN
 mean/std input, which shifts results a little. `seg.pretrained=advcam:<path>` gives the published
 hand-off exactly (recam/models/advcam.py).
 """
+
 from __future__ import annotations
 
 import functools
@@ -53,8 +54,8 @@ class ASPP(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, rates: Sequence[int] = ASPP_RATES) -> None:
         super().__init__()
         self.convs = nn.ModuleList(
-            nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=rate, dilation=rate, bias=True)
-            for rate in rates)
+            nn.Conv2d(in_channels, num_classes, kernel_size=3, padding=rate, dilation=rate, bias=True) for rate in rates
+        )
         for conv in self.convs:
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)
             nn.init.constant_(conv.bias, 0.0)
@@ -137,8 +138,12 @@ class MSC(nn.Module):
         if not self.scales:
             return [logits] if self.training else logits
         size = logits.shape[-2:]
-        pyramid = [self.base(F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False,
-                                           recompute_scale_factor=False)) for s in self.scales]
+        pyramid = [
+            self.base(
+                F.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+            )
+            for s in self.scales
+        ]
         upsampled = [F.interpolate(p, size=size, mode="bilinear", align_corners=False) for p in pyramid]
         fused = torch.stack([logits, *upsampled]).amax(dim=0)
         return [logits, *pyramid, fused] if self.training else fused
@@ -148,8 +153,9 @@ def _is_bn(module: nn.Module) -> bool:
     return isinstance(module, (nn.BatchNorm2d, FixedBatchNorm2d))
 
 
-def seg_param_groups(model: MSC, *, lr: float, weight_decay: float, head_lr_mult: float = 10.0,
-                     head_bias_lr_mult: float = 20.0) -> list[dict]:
+def seg_param_groups(
+    model: MSC, *, lr: float, weight_decay: float, head_lr_mult: float = 10.0, head_bias_lr_mult: float = 20.0
+) -> list[dict]:
     """SGD groups of deeplab-pytorch (spec §7.1, "LR groups"), named "backbone", "head_weight",
     "head_bias" and, with trainable BN, "bn"; the head is `head_of(model)` (ASPP or classifier).
 
@@ -171,10 +177,17 @@ def seg_param_groups(model: MSC, *, lr: float, weight_decay: float, head_lr_mult
             groups["head_bias" if name.endswith("bias") else "head_weight"].append(param)
         elif param.requires_grad:
             groups["backbone"].append(param)
-    settings = {"backbone": (lr, weight_decay), "head_weight": (lr * head_lr_mult, weight_decay),
-                "head_bias": (lr * head_bias_lr_mult, 0.0), "bn": (lr, 0.0)}
-    return [{"name": name, "params": params, "lr": settings[name][0], "weight_decay": settings[name][1]}
-            for name, params in groups.items() if params]
+    settings = {
+        "backbone": (lr, weight_decay),
+        "head_weight": (lr * head_lr_mult, weight_decay),
+        "head_bias": (lr * head_bias_lr_mult, 0.0),
+        "bn": (lr, 0.0),
+    }
+    return [
+        {"name": name, "params": params, "lr": settings[name][0], "weight_decay": settings[name][1]}
+        for name, params in groups.items()
+        if params
+    ]
 
 
 def _fix_bn(model: nn.Module) -> None:
@@ -184,8 +197,15 @@ def _fix_bn(model: nn.Module) -> None:
             module.requires_grad_(False)
 
 
-def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_stride: int = 8,
-                    fixed_bn: bool = True, pretrained: str = "none", layout: str = "torchvision") -> DeepLabV2:
+def build_deeplabv2(
+    *,
+    arch: str = "resnet101",
+    num_classes: int = 21,
+    output_stride: int = 8,
+    fixed_bn: bool = True,
+    pretrained: str = "none",
+    layout: str = "torchvision",
+) -> DeepLabV2:
     """DeepLab-v2 on a torchvision ResNet (`arch` resnet18/34/50/101/152; the spec's is resnet101).
 
     output_stride 8 (spec): layer3 dilation 2, layer4 dilation 4; 16: layer4 dilation 2.
@@ -200,7 +220,9 @@ def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_st
     if layout not in LAYOUTS:
         raise RecamInputError(f"recam: layout={layout!r} - use one of {list(LAYOUTS)}")
     if arch not in RESNET_BUILDERS:
-        raise RecamInputError(f"recam: seg.arch=deeplabv2_{arch} - the backbone must be one of {sorted(RESNET_BUILDERS)}")
+        raise RecamInputError(
+            f"recam: seg.arch=deeplabv2_{arch} - the backbone must be one of {sorted(RESNET_BUILDERS)}"
+        )
     if output_stride not in SEG_OUTPUT_STRIDES:
         raise RecamInputError(f"recam: seg.output_stride={output_stride} - use one of {list(SEG_OUTPUT_STRIDES)}")
     resnet = RESNET_BUILDERS[arch](weights=None, norm_layer=FixedBatchNorm2d if fixed_bn else nn.BatchNorm2d)
@@ -225,22 +247,33 @@ def build_deeplabv2(*, arch: str = "resnet101", num_classes: int = 21, output_st
     return model
 
 
-def build_deeplabv3(*, arch: str = "resnet101", num_classes: int = 21, output_stride: int = 8,
-                    fixed_bn: bool = True, pretrained: str = "none", layout: str = "torchvision") -> TorchvisionDeepLabV3:
+def build_deeplabv3(
+    *,
+    arch: str = "resnet101",
+    num_classes: int = 21,
+    output_stride: int = 8,
+    fixed_bn: bool = True,
+    pretrained: str = "none",
+    layout: str = "torchvision",
+) -> TorchvisionDeepLabV3:
     """torchvision's DeepLabV3 (ASPP with image pooling, BN head), `arch` resnet50 or resnet101,
     no aux head. output_stride must be 8 (torchvision's dilation). fixed_bn swaps every BN for
     `FixedBatchNorm2d` with frozen parameters (the head's BN then keeps its initial identity
     statistics: use fixed_bn=False to train it, torchvision's own recipe)."""
     builders = {"resnet50": deeplabv3_resnet50, "resnet101": deeplabv3_resnet101}
     if arch not in builders:
-        raise RecamInputError(f"recam: seg.arch=deeplabv3_{arch} - torchvision's DeepLabV3 comes with {sorted(builders)}")
+        raise RecamInputError(
+            f"recam: seg.arch=deeplabv3_{arch} - torchvision's DeepLabV3 comes with {sorted(builders)}"
+        )
     if output_stride != 8:
         raise RecamInputError(f"recam: seg.output_stride={output_stride} - torchvision's DeepLabV3 has output stride 8")
     if layout != "torchvision" or pretrained.startswith(ADVCAM_PREFIX):
-        raise RecamInputError("recam: seg.pretrained=advcam:... (caffe layout) is a DeepLab-v2 init - use "
-                              "seg.arch=deeplabv2_resnet101")
-    model = TorchvisionDeepLabV3(builders[arch](weights=None, weights_backbone=None, num_classes=num_classes,
-                                                aux_loss=False))
+        raise RecamInputError(
+            "recam: seg.pretrained=advcam:... (caffe layout) is a DeepLab-v2 init - use seg.arch=deeplabv2_resnet101"
+        )
+    model = TorchvisionDeepLabV3(
+        builders[arch](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    )
     load_pretrained(model.backbone, pretrained, arch=arch)
     if fixed_bn:
         freeze_bn_stats(model)
@@ -255,15 +288,23 @@ SEG_MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def build_seg_model(*, name: str, num_classes: int, output_stride: int = 8, fixed_bn: bool = True,
-                    pretrained: str = "none", msc_scales: Sequence[float] = MSC_SCALES,
-                    layout: str = "torchvision") -> MSC:
+def build_seg_model(
+    *,
+    name: str,
+    num_classes: int,
+    output_stride: int = 8,
+    fixed_bn: bool = True,
+    pretrained: str = "none",
+    msc_scales: Sequence[float] = MSC_SCALES,
+    layout: str = "torchvision",
+) -> MSC:
     """`MSC(SEG_MODELS[name](...), msc_scales)`; num_classes counts background (21 on VOC);
     layout: torchvision (v1.5 strides) | caffe (the AdvCAM file's, see recam/models/advcam.py)."""
     if name not in SEG_MODELS:
         raise RecamInputError(f"recam: seg.arch={name} is not supported - use one of {sorted(SEG_MODELS)}")
-    base = SEG_MODELS[name](num_classes=num_classes, output_stride=output_stride, fixed_bn=fixed_bn,
-                            pretrained=pretrained, layout=layout)
+    base = SEG_MODELS[name](
+        num_classes=num_classes, output_stride=output_stride, fixed_bn=fixed_bn, pretrained=pretrained, layout=layout
+    )
     return MSC(base, msc_scales)
 
 
@@ -273,5 +314,15 @@ def head_of(model: MSC) -> nn.Module:
     return base.aspp if isinstance(base, DeepLabV2) else base.classifier
 
 
-__all__ = ["ASPP", "DeepLabV2", "MSC", "SEG_MODELS", "build_seg_model", "build_deeplabv2", "build_deeplabv3",
-           "seg_param_groups", "head_of", "dilate_layer"]
+__all__ = [
+    "ASPP",
+    "DeepLabV2",
+    "MSC",
+    "SEG_MODELS",
+    "build_seg_model",
+    "build_deeplabv2",
+    "build_deeplabv3",
+    "seg_param_groups",
+    "head_of",
+    "dilate_layer",
+]

@@ -20,6 +20,7 @@ state_dict keys (reference IRN `resnet50_irn.Net` -> ours):
   mean shift after `fc_dp7` in `forward` instead, so each tensor has exactly one key.
   `convert_reference_state_dict` performs this mapping.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -34,8 +35,7 @@ from recam.models.backbone import Backbone, build_backbone
 DP_LR_MULT = 10.0
 # Edge/displacement outputs live on the stride-4 grid of the x2 tap.
 OUTPUT_STRIDE = 4
-_REFERENCE_ALIASES = ("stage1.", "stage2.", "stage3.", "stage4.", "stage5.", "backbone.",
-                      "edge_layers.", "dp_layers.")
+_REFERENCE_ALIASES = ("stage1.", "stage2.", "stage3.", "stage4.", "stage5.", "backbone.", "edge_layers.", "dp_layers.")
 _REFERENCE_MEAN_SHIFT_ALIAS = "fc_dp7.4.running_mean"
 
 
@@ -244,6 +244,5 @@ def build_irn(*, arch: str = "resnet50", pretrained: str = "none") -> IRNet:
     PyTorch's default initialisation, as in the reference.
     """
     # freeze_upto="layer2" is the IRN repo's setting; IRNet then freezes the rest too.
-    backbone = build_backbone(arch=arch, output_stride=16, fixed_bn=True, pretrained=pretrained,
-                              freeze_upto="layer2")
+    backbone = build_backbone(arch=arch, output_stride=16, fixed_bn=True, pretrained=pretrained, freeze_upto="layer2")
     return IRNet(backbone)

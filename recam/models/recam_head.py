@@ -3,6 +3,7 @@
 Spec §3.1 steps 5-6 and §3.2. The backbone, the BCE classifier and the 1x1 class-map
 convolution live in `cam_net.py`; this module starts from their outputs and holds only math.
 """
+
 from __future__ import annotations
 
 import torch

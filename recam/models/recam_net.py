@@ -1,4 +1,5 @@
 """The ReCAM training network: the CAM classifier plus the SCE class predictor V (spec §3)."""
+
 from __future__ import annotations
 
 import torch
@@ -33,7 +34,7 @@ class RecamNet(nn.Module):
         with torch.autocast(x.device.type, enabled=False):
             feats = out["features"].float()
             bce = F.multilabel_soft_margin_loss(out["logits"].float(), labels)
-            cams = normalize_cams(F.relu(self.cam_net.class_maps(feats)))   # all K classes, differentiable
+            cams = normalize_cams(F.relu(self.cam_net.class_maps(feats)))  # all K classes, differentiable
             sce = recam_ce_loss(class_features(cams, feats), self.predictor.weight.float(), labels)
         return {"bce": bce, "sce": sce["loss"], "acc": sce["acc"]}
 

@@ -7,6 +7,7 @@ size, softmax, argmax; no flip. `scales=(1.0,)`, `flip=False` is exactly that. E
 and the flip average the softmax probabilities of every (scale, flip) pass, each upsampled to the
 image size first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -23,8 +24,7 @@ CRF_IMAGES = ("clean", "reference")
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, image: Tensor, *, scales: Sequence[float] = (1.0,),
-                  flip: bool = False) -> Tensor:
+def predict_probs(model: nn.Module, image: Tensor, *, scales: Sequence[float] = (1.0,), flip: bool = False) -> Tensor:
     """Softmax probabilities (C, H, W) float32 of one normalised image (1, 3, H, W).
 
     `model` in eval mode returns logits (N, C, h, w) at any stride. For each scale s the image is
@@ -37,8 +37,13 @@ def predict_probs(model: nn.Module, image: Tensor, *, scales: Sequence[float] = 
     height, width = image.shape[-2:]
     total, passes = None, 0
     for scale in scales:
-        x = image if scale == 1.0 else F.interpolate(image, scale_factor=scale, mode="bilinear",
-                                                     align_corners=False, recompute_scale_factor=False)
+        x = (
+            image
+            if scale == 1.0
+            else F.interpolate(
+                image, scale_factor=scale, mode="bilinear", align_corners=False, recompute_scale_factor=False
+            )
+        )
         if flip:
             x = torch.cat([x, x.flip(-1)])
         logits = F.interpolate(model(x).float(), size=(height, width), mode="bilinear", align_corners=False)

@@ -1,5 +1,6 @@
 """The DeepLab training loss (spec §7.1, "Loss"): pixel cross-entropy with ignore 255 on every
 multi-scale output, against the label resized to that output's size, summed."""
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -27,8 +28,13 @@ def _same(count: Tensor) -> Tensor:
     return count
 
 
-def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
-                         count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
+def cross_entropy_ignore(
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    count_over_ranks: Callable[[Tensor], Tensor] = _same,
+) -> Tensor:
     """Mean cross-entropy over the pixels whose label is not `ignore_index`.
 
     logits: (B, C, h, w) float; labels: (B, h, w) int64 in 0..C-1 or ignore_index.
@@ -46,8 +52,13 @@ def cross_entropy_ignore(logits: Tensor, labels: Tensor, ignore_index: int = IGN
     return total / count.clamp(min=1)
 
 
-def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
-                           count_over_ranks: Callable[[Tensor], Tensor] = _same) -> Tensor:
+def balanced_cross_entropy(
+    logits: Tensor,
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    count_over_ranks: Callable[[Tensor], Tensor] = _same,
+) -> Tensor:
     """Foreground/background-balanced cross-entropy (the CLIMS / CLIP-ES DeepLab option):
     (mean CE over background pixels + mean CE over foreground pixels) / 2, `ignore_index` left out.
 
@@ -64,8 +75,14 @@ def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = I
     return (parts[0] + parts[1]) / 2
 
 
-def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: int = IGNORE_INDEX, *,
-             count_over_ranks: Callable[[Tensor], Tensor] = _same, balanced: bool = False) -> Tensor:
+def msc_loss(
+    outputs: Tensor | Sequence[Tensor],
+    labels: Tensor,
+    ignore_index: int = IGNORE_INDEX,
+    *,
+    count_over_ranks: Callable[[Tensor], Tensor] = _same,
+    balanced: bool = False,
+) -> Tensor:
     """Sum over the logit maps of `cross_entropy_ignore(map, labels nearest-resized to the map)`
     (`balanced_cross_entropy` with balanced=True, seg.loss=balanced).
 
@@ -74,5 +91,6 @@ def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, ignore_index: i
     """
     maps = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     loss = balanced_cross_entropy if balanced else cross_entropy_ignore
-    return torch.stack([loss(m, resize_labels(labels, m.shape[-2:]), ignore_index, count_over_ranks=count_over_ranks)
-                        for m in maps]).sum()
+    return torch.stack(
+        [loss(m, resize_labels(labels, m.shape[-2:]), ignore_index, count_over_ranks=count_over_ranks) for m in maps]
+    ).sum()

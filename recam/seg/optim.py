@@ -1,5 +1,6 @@
 """deeplab-pytorch's optimiser (spec §7.1): SGD with real momentum and a poly learning rate that
 is recomputed only every `every` iterations (LR_DECAY = 10)."""
+
 from __future__ import annotations
 
 import functools
@@ -25,15 +26,17 @@ def stepped_poly_factor(step: int, *, max_step: int, power: float, every: int) -
     return (1 - every * (last // every) / max_step) ** power
 
 
-def make_seg_sgd(param_groups: Sequence[dict[str, Any]], *, momentum: float, max_step: int, power: float,
-                 every: int) -> tuple[torch.optim.SGD, LambdaLR]:
+def make_seg_sgd(
+    param_groups: Sequence[dict[str, Any]], *, momentum: float, max_step: int, power: float, every: int
+) -> tuple[torch.optim.SGD, LambdaLR]:
     """SGD over `param_groups` (each with its own lr and weight_decay) plus the stepped poly schedule.
 
     Call `optimizer.step()` then `scheduler.step()` once per update; update t then runs at
     `group lr * stepped_poly_factor(t, ...)`. Both restore with `load_state_dict`.
     """
     groups = [dict(group) for group in param_groups]
-    optimizer = torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum, dampening=0.0,
-                                weight_decay=0.0, nesterov=False)
+    optimizer = torch.optim.SGD(
+        groups, lr=groups[0]["lr"], momentum=momentum, dampening=0.0, weight_decay=0.0, nesterov=False
+    )
     factor = functools.partial(stepped_poly_factor, max_step=max_step, power=power, every=every)
     return optimizer, LambdaLR(optimizer, lr_lambda=factor)

@@ -7,6 +7,7 @@ deterministic, so every stage that needs the auto seed threshold of one `seeds/<
 (eval_seeds, ir_labels, masks/crf) recomputes the same value instead of reading another stage's
 results (eval_seeds reads the ground truth; the mask chain must not depend on it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,11 +59,24 @@ def select(thresholds: ThresholdsConfig, maps: list[ScoreMap], what: str) -> dic
     started = time.perf_counter()
     chosen = select_threshold(thresholds.selector, maps, grid)
     seconds = round(time.perf_counter() - started, 2)
-    log.info("auto threshold of %s: %s chose t=%.2f (score %.3f) on %d images in %.1f s", what, chosen.selector,
-             chosen.threshold, chosen.score, len(maps), seconds)
-    return {"selector": chosen.selector, "threshold": chosen.threshold, "score": round(chosen.score, 6),
-            "seconds": seconds, "sample_images": len(maps), "sample_split": thresholds.split,
-            "sample_seed": thresholds.seed}
+    log.info(
+        "auto threshold of %s: %s chose t=%.2f (score %.3f) on %d images in %.1f s",
+        what,
+        chosen.selector,
+        chosen.threshold,
+        chosen.score,
+        len(maps),
+        seconds,
+    )
+    return {
+        "selector": chosen.selector,
+        "threshold": chosen.threshold,
+        "score": round(chosen.score, 6),
+        "seconds": seconds,
+        "sample_images": len(maps),
+        "sample_split": thresholds.split,
+        "sample_seed": thresholds.seed,
+    }
 
 
 def read_sample(ids: list[str], read: Callable[[str], ScoreMap]) -> list[ScoreMap]:
@@ -76,14 +90,19 @@ def seed_threshold(cfg: Config, data: Prepared, seeds: Path) -> dict:
     ids = sample_of(data, thresholds)
     missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]
     if missing:
-        raise RecamInputError(f"recam: the auto threshold's sample needs seeds of thresholds.split={thresholds.split}, "
-                              f"but {seeds} has no {missing[0]}.npz ({len(missing)} missing) - export seeds for that "
-                              "split (seeds.split) or set thresholds.split to the exported one")
+        raise RecamInputError(
+            f"recam: the auto threshold's sample needs seeds of thresholds.split={thresholds.split}, "
+            f"but {seeds} has no {missing[0]}.npz ({len(missing)} missing) - export seeds for that "
+            "split (seeds.split) or set thresholds.split to the exported one"
+        )
     with_image = thresholds.selector in IMAGE_SELECTORS
 
     def read(image_id: str) -> ScoreMap:
         seed = load_npz(seeds / f"{image_id}.npz")
-        return ScoreMap(scores=seed["high_res"].astype(np.float32), keys=seed["keys"].astype(np.int64),
-                        image=load_rgb(image_path(cfg.dataset.root, image_id)) if with_image else None)
+        return ScoreMap(
+            scores=seed["high_res"].astype(np.float32),
+            keys=seed["keys"].astype(np.int64),
+            image=load_rgb(image_path(cfg.dataset.root, image_id)) if with_image else None,
+        )
 
     return select(thresholds, read_sample(ids, read), str(seeds))

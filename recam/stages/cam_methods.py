@@ -11,6 +11,7 @@ reading `prepare` and `cam` from the parent run. Stages already done there are s
 interrupted sweep resumes. The table: seed mIoU at each method's best threshold (and at the fixed
 0.15), seconds per image and peak memory of the export (`recam.engine.memory.PeakMemory`).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -34,10 +35,19 @@ def method_config(cfg: Config, method: str, run: RunConfig) -> Config:
     stage = cfg.cam_methods
     limits = [n for n in (cfg.dataset.max_images, stage.max_images) if n]
     return dataclasses.replace(
-        cfg, run=run, dataset=dataclasses.replace(cfg.dataset, max_images=min(limits) if limits else None),
-        seeds=dataclasses.replace(cfg.seeds, method=method, split=stage.split, scales=list(stage.scales),
-                                  top_k=stage.top_k, n_samples=stage.n_samples),
-        eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method, split=stage.split, threshold=None))
+        cfg,
+        run=run,
+        dataset=dataclasses.replace(cfg.dataset, max_images=min(limits) if limits else None),
+        seeds=dataclasses.replace(
+            cfg.seeds,
+            method=method,
+            split=stage.split,
+            scales=list(stage.scales),
+            top_k=stage.top_k,
+            n_samples=stage.n_samples,
+        ),
+        eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method, split=stage.split, threshold=None),
+    )
 
 
 def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
@@ -50,7 +60,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     out = rundir.stage_dir("cam_methods")
     slice_ = config_slice(cfg, "dataset", "model", "seeds", "eval_seeds", "cam_methods")
     for name in ("seeds", "eval_seeds"):
-        slice_[name] = {k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")}
+        slice_[name] = {
+            k: v for k, v in slice_[name].items() if k not in ("method", "threshold", "num_shards", "shard_index")
+        }
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -63,22 +75,40 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             step.run(method_cfg, RunDir(nested), device)
         exported = read_json(RunDir(nested).stage_dir("seeds", method) / "results.json")
         scored = read_json(RunDir(nested).stage_dir("eval_seeds", method) / "results.json")
-        records[method] = {"miou": scored["miou"], "threshold": scored["threshold"],
-                           "miou_fixed": scored["miou_fixed"], "threshold_fixed": scored["threshold_fixed"],
-                           "seconds_per_image": exported["seconds_per_image"],
-                           "peak_memory_mb": exported.get("peak_memory_mb"),
-                           "memory_measure": exported.get("memory_measure"), "images": scored["images"]}
+        records[method] = {
+            "miou": scored["miou"],
+            "threshold": scored["threshold"],
+            "miou_fixed": scored["miou_fixed"],
+            "threshold_fixed": scored["threshold_fixed"],
+            "seconds_per_image": exported["seconds_per_image"],
+            "peak_memory_mb": exported.get("peak_memory_mb"),
+            "memory_measure": exported.get("memory_measure"),
+            "images": scored["images"],
+        }
         r = records[method]
-        rows.append([TITLES.get(method, method), f"{100 * r['miou']:.1f}", f"{r['threshold']:.2f}",
-                     f"{100 * r['miou_fixed']:.1f}", f"{r['seconds_per_image']:.2f}", f"{r['peak_memory_mb']:.0f}"])
+        rows.append(
+            [
+                TITLES.get(method, method),
+                f"{100 * r['miou']:.1f}",
+                f"{r['threshold']:.2f}",
+                f"{100 * r['miou_fixed']:.1f}",
+                f"{r['seconds_per_image']:.2f}",
+                f"{r['peak_memory_mb']:.0f}",
+            ]
+        )
     measure = next(iter(records.values()))["memory_measure"]
     images = next(iter(records.values()))["images"]
-    settings = (f"{images} images of `{stage.split}`, scales {list(stage.scales)} + flip, top_k {stage.top_k}, "
-                f"n_samples {stage.n_samples}, target layer `{cfg.seeds.target_layer}`, device {device}")
-    table = (f"# CAM methods as seed generators ({cfg.run.name})\n\n{settings}. Same `cam` classifier, "
-             f"fusion and evaluation for every method.\n\n"
-             + markdown_table(["method", "mIoU % (best t)", "best t", "mIoU % (t=0.15)", "s / image",
-                               f"peak MiB ({measure})"], rows))
+    settings = (
+        f"{images} images of `{stage.split}`, scales {list(stage.scales)} + flip, top_k {stage.top_k}, "
+        f"n_samples {stage.n_samples}, target layer `{cfg.seeds.target_layer}`, device {device}"
+    )
+    table = (
+        f"# CAM methods as seed generators ({cfg.run.name})\n\n{settings}. Same `cam` classifier, "
+        f"fusion and evaluation for every method.\n\n"
+        + markdown_table(
+            ["method", "mIoU % (best t)", "best t", "mIoU % (t=0.15)", "s / image", f"peak MiB ({measure})"], rows
+        )
+    )
     results = {"methods": records, "settings": settings, "split": stage.split, "images": images}
     rundir.finish(out, slice_, results, table)
     print("\n" + table)

@@ -1,4 +1,5 @@
 """Small helpers the stage files share: reading the `prepare` artifacts, building loaders."""
+
 from __future__ import annotations
 
 import logging
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class Prepared:
     """The outputs of `prepare`: id lists, image-level labels, class names."""
+
     folder: Path
     labels: dict[str, np.ndarray]
     class_names: list[str]
@@ -33,8 +35,9 @@ class Prepared:
         path = self.folder / f"{split}.txt"
         if not path.is_file():
             available = sorted(p.stem for p in self.folder.glob("*.txt") if p.stem != "class_names")
-            raise RecamInputError(f"recam: split {split!r} was not prepared ({path} missing); "
-                                  f"available: {', '.join(available)}")
+            raise RecamInputError(
+                f"recam: split {split!r} was not prepared ({path} missing); available: {', '.join(available)}"
+            )
         ids = read_id_list(path)
         return ids[: self.max_images] if self.max_images else ids
 
@@ -54,13 +57,23 @@ def train_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, devi
     one process with the whole batch.
     """
     if len(dataset) < batch_size:
-        raise RecamInputError(f"recam: the training list has {len(dataset)} images, fewer than one batch "
-                              f"of {batch_size} (drop_last) - lower the batch size or add images")
-    sampler = DistributedSampler(dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=runtime.seed,
-                                 drop_last=True)
-    return DataLoader(dataset, batch_size=per_rank_batch(batch_size), sampler=sampler, drop_last=True,
-                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
-                      persistent_workers=False, generator=loader_generator(runtime.seed))
+        raise RecamInputError(
+            f"recam: the training list has {len(dataset)} images, fewer than one batch "
+            f"of {batch_size} (drop_last) - lower the batch size or add images"
+        )
+    sampler = DistributedSampler(
+        dataset, num_replicas=world_size(), rank=rank(), shuffle=True, seed=runtime.seed, drop_last=True
+    )
+    return DataLoader(
+        dataset,
+        batch_size=per_rank_batch(batch_size),
+        sampler=sampler,
+        drop_last=True,
+        num_workers=runtime.num_workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+        generator=loader_generator(runtime.seed),
+    )
 
 
 def loader_generator(seed: int) -> torch.Generator:
@@ -70,32 +83,52 @@ def loader_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def eval_loader(dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device,
-                drop_last: bool = False) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, drop_last=drop_last,
-                      num_workers=runtime.num_workers, pin_memory=device.type == "cuda",
-                      generator=loader_generator(runtime.seed))
+def eval_loader(
+    dataset: Dataset, batch_size: int, runtime: RuntimeConfig, device: torch.device, drop_last: bool = False
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=False,
+        drop_last=drop_last,
+        num_workers=runtime.num_workers,
+        pin_memory=device.type == "cuda",
+        generator=loader_generator(runtime.seed),
+    )
 
 
-def classifier_loaders(cfg: Config, data: Prepared, stage: TrainStage,
-                       device: torch.device) -> tuple[DataLoader, DataLoader]:
+def classifier_loaders(
+    cfg: Config, data: Prepared, stage: TrainStage, device: torch.device
+) -> tuple[DataLoader, DataLoader]:
     """(train, val) loaders of the classifier stages: dataset.train_list with the random
     augmentation of spec §1.6, dataset.val_list with the top-left crop."""
-    common = dict(crop_size=stage.crop_size, resize_long=stage.resize_long, mean=cfg.dataset.mean,
-                  std=cfg.dataset.std, seed=cfg.runtime.seed)
+    common = dict(
+        crop_size=stage.crop_size,
+        resize_long=stage.resize_long,
+        mean=cfg.dataset.mean,
+        std=cfg.dataset.std,
+        seed=cfg.runtime.seed,
+    )
     root = cfg.dataset.root
     train_set = ClassificationDataset(root, data.ids(cfg.dataset.train_list), data.labels, train=True, **common)
     val_set = ClassificationDataset(root, data.ids(cfg.dataset.val_list), data.labels, train=False, **common)
-    return (train_loader(train_set, stage.batch_size, cfg.runtime, device),
-            eval_loader(val_set, stage.batch_size, cfg.runtime, device))
+    return (
+        train_loader(train_set, stage.batch_size, cfg.runtime, device),
+        eval_loader(val_set, stage.batch_size, cfg.runtime, device),
+    )
 
 
 def cam_net_from_config(model: ModelConfig, num_classes: int, *, pretrained: str | None = None) -> CamNet:
     """The CAM network of `model`; `pretrained` overrides model.pretrained ("none" when a
     checkpoint replaces every weight anyway, so no ImageNet file is needed)."""
-    return build_cam_net(arch=model.arch, num_classes=num_classes, output_stride=model.output_stride,
-                         fixed_bn=model.fixed_bn, pretrained=model.pretrained if pretrained is None else pretrained,
-                         freeze_upto=model.freeze_upto)
+    return build_cam_net(
+        arch=model.arch,
+        num_classes=num_classes,
+        output_stride=model.output_stride,
+        fixed_bn=model.fixed_bn,
+        pretrained=model.pretrained if pretrained is None else pretrained,
+        freeze_upto=model.freeze_upto,
+    )
 
 
 def tensorboard_writer(folder: Path):
@@ -110,5 +143,14 @@ def tensorboard_writer(folder: Path):
     return SummaryWriter(log_dir=str(folder / "tb"))
 
 
-__all__ = ["Prepared", "load_prepared", "train_loader", "eval_loader", "loader_generator", "config_slice",
-           "classifier_loaders", "cam_net_from_config", "tensorboard_writer"]
+__all__ = [
+    "Prepared",
+    "load_prepared",
+    "train_loader",
+    "eval_loader",
+    "loader_generator",
+    "config_slice",
+    "classifier_loaders",
+    "cam_net_from_config",
+    "tensorboard_writer",
+]

@@ -7,6 +7,7 @@ tuning on the evaluation GT is optimistic, so the fixed-threshold figure stays b
 Masks made with an `auto` threshold carry their GT-free choice here (`threshold_auto`,
 `selector`, `selector_score`; `gap` = oracle mIoU - mIoU at the auto t where a sweep exists).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -45,8 +46,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     for image_id in progress(ids, desc=f"eval_masks/{stage.method}", unit="img", dynamic_ncols=True):
         path = masks / f"{image_id}.png"
         if not path.is_file():
-            raise RecamInputError(f"recam: no pseudo mask for {image_id} in {masks} - make masks for a split that "
-                                  f"contains eval_masks.split={stage.split} (masks.split)")
+            raise RecamInputError(
+                f"recam: no pseudo mask for {image_id} in {masks} - make masks for a split that "
+                f"contains eval_masks.split={stage.split} (masks.split)"
+            )
         mask = load_label_png(path)
         gt = load_gt(data_cfg.root, image_id, num_classes=num_labels - 1, size=mask.shape)
         confusion += sem_seg_confusion([mask], [gt], num_labels)
@@ -55,29 +58,60 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             sweep.update(upsample_walk(torch.from_numpy(walk["rw"]), gt.shape).numpy(), walk["keys"], gt)
     names = ["background", *data.class_names]
     fixed_scores = iou_from_confusion(confusion)
-    results = {"method": stage.method, "split": stage.split, "images": len(ids), "threshold_fixed": fixed,
-               "miou_fixed": float(fixed_scores["miou"]), "iou_fixed": dict(zip(names, fixed_scores["iou"].tolist())),
-               "miou": float(fixed_scores["miou"]), "threshold": fixed}
+    results = {
+        "method": stage.method,
+        "split": stage.split,
+        "images": len(ids),
+        "threshold_fixed": fixed,
+        "miou_fixed": float(fixed_scores["miou"]),
+        "iou_fixed": dict(zip(names, fixed_scores["iou"].tolist())),
+        "miou": float(fixed_scores["miou"]),
+        "threshold": fixed,
+    }
     rows = [[n, results["iou_fixed"][n]] for n in names]
     header = ["class", f"IoU (t={fixed:.2f})"]
     if sweep is not None:
         res = sweep.results()
-        results.update(miou=res["best_miou"], threshold=res["best_threshold"],
-                       iou_best=dict(zip(names, res["iou"][res["best_index"]].tolist())),
-                       sweep={f"{t:.2f}": float(m) for t, m in zip(res["thresholds"], res["miou"])})
+        results.update(
+            miou=res["best_miou"],
+            threshold=res["best_threshold"],
+            iou_best=dict(zip(names, res["iou"][res["best_index"]].tolist())),
+            sweep={f"{t:.2f}": float(m) for t, m in zip(res["thresholds"], res["miou"])},
+        )
         rows = [[*row, results["iou_best"][row[0]]] for row in rows]
         header.append(f"IoU (best t={results['threshold']:.2f})")
     auto_entry = {}
     if "auto" in made:
-        auto_entry = {"threshold_auto": fixed, "miou_auto": results["miou_fixed"], "selector": made["auto"]["selector"],
-                      "selector_score": made["auto"]["score"],
-                      "gap": results["miou"] - results["miou_fixed"] if sweep is not None else None}
+        auto_entry = {
+            "threshold_auto": fixed,
+            "miou_auto": results["miou_fixed"],
+            "selector": made["auto"]["selector"],
+            "selector_score": made["auto"]["score"],
+            "gap": results["miou"] - results["miou_fixed"] if sweep is not None else None,
+        }
         results.update(auto=made["auto"], **auto_entry)
-    table = (f"# eval_masks/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
-             f"mIoU {100 * results['miou_fixed']:.2f} at t={fixed:.2f}"
-             + (f"; {100 * results['miou']:.2f} at the best t={results['threshold']:.2f}" if sweep else "")
-             + "\n\n" + markdown_table(header, rows))
-    rundir.finish(out, slice_, results, table, summary={f"eval_masks/{stage.method}": {
-        "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids), **auto_entry}})
+    table = (
+        f"# eval_masks/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
+        f"mIoU {100 * results['miou_fixed']:.2f} at t={fixed:.2f}"
+        + (f"; {100 * results['miou']:.2f} at the best t={results['threshold']:.2f}" if sweep else "")
+        + "\n\n"
+        + markdown_table(header, rows)
+    )
+    rundir.finish(
+        out,
+        slice_,
+        results,
+        table,
+        summary={
+            f"eval_masks/{stage.method}": {
+                "miou": results["miou"],
+                "threshold": results["threshold"],
+                "miou_fixed": results["miou_fixed"],
+                "threshold_fixed": fixed,
+                "split": stage.split,
+                "images": len(ids),
+                **auto_entry,
+            }
+        },
+    )
     return results

@@ -4,6 +4,7 @@ With `eval_seeds.threshold=auto` the headline threshold is chosen without ground
 (`thresholds.selector` on a sample of the seeds, recam/thresholds) before any mask is read; the
 sweep's best t (the GT oracle) stays beside it, so the gap is in results.json and summary.json.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -58,8 +59,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     for image_id in progress(ids, desc=f"eval_seeds/{stage.method}", unit="img", dynamic_ncols=True):
         path = seeds / f"{image_id}.npz"
         if not path.is_file():
-            raise RecamInputError(f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
-                                  f"contains eval_seeds.split={stage.split} (seeds.split)")
+            raise RecamInputError(
+                f"recam: no seed for {image_id} in {seeds} - export seeds for a split that "
+                f"contains eval_seeds.split={stage.split} (seeds.split)"
+            )
         seed = load_npz(path)
         gt = load_gt(data_cfg.root, image_id, num_classes=len(data.class_names), size=seed["high_res"].shape[1:])
         sweep.update(seed["high_res"].astype(np.float32), seed["keys"], gt)
@@ -69,37 +72,68 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     names = ["background", *data.class_names]
     fixed_scores = iou_from_confusion(res["confusion"][fixed_index])
     results = {
-        "method": stage.method, "split": stage.split, "images": len(ids),
-        "miou": res["best_miou"], "threshold": res["best_threshold"],
-        "miou_fixed": float(res["miou"][fixed_index]), "threshold_fixed": fixed,
+        "method": stage.method,
+        "split": stage.split,
+        "images": len(ids),
+        "miou": res["best_miou"],
+        "threshold": res["best_threshold"],
+        "miou_fixed": float(res["miou"][fixed_index]),
+        "threshold_fixed": fixed,
         "iou_best": dict(zip(names, res["iou"][best].tolist())),
         "iou_fixed": dict(zip(names, res["iou"][fixed_index].tolist())),
         "fp_fixed": dict(zip(names, fixed_scores["fp"].tolist())),
         "fn_fixed": dict(zip(names, fixed_scores["fn"].tolist())),
         "among_predfg_bg_fixed": float(res["among_predfg_bg"][fixed_index]),
         "sweep": {f"{t:.2f}": float(m) for t, m in zip(thresholds, res["miou"])},
-        "miou_reference": {t: float(res["miou"][int(np.flatnonzero(np.isclose(thresholds, float(t)))[0])])
-                           for t in REFERENCE_THRESHOLDS},
+        "miou_reference": {
+            t: float(res["miou"][int(np.flatnonzero(np.isclose(thresholds, float(t)))[0])])
+            for t in REFERENCE_THRESHOLDS
+        },
         "reference_thresholds": REFERENCE_THRESHOLDS,
     }
     auto_entry = {}
     if chosen is not None:
         # The GT-free choice next to the oracle: gap = oracle mIoU - mIoU at the auto t (fraction).
-        auto_entry = {"threshold_auto": fixed, "miou_auto": results["miou_fixed"], "selector": chosen["selector"],
-                      "selector_score": chosen["score"], "gap": results["miou"] - results["miou_fixed"]}
+        auto_entry = {
+            "threshold_auto": fixed,
+            "miou_auto": results["miou_fixed"],
+            "selector": chosen["selector"],
+            "selector_score": chosen["score"],
+            "gap": results["miou"] - results["miou_fixed"],
+        }
         results.update(auto=chosen, **auto_entry)
-    table = (f"# eval_seeds/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
-             f"mIoU {100 * results['miou']:.2f} at best t={results['threshold']:.2f}; "
-             f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}"
-             + (f" (auto: {chosen['selector']}, score {chosen['score']:.3f}, no ground truth)" if chosen else "")
-             + "\n\n"
-             + "".join(f"- t={t}: {100 * m:.2f} ({REFERENCE_THRESHOLDS[t]})\n"
-                       for t, m in results["miou_reference"].items()) + "\n"
-             + markdown_table(["class", "IoU (best t)", "IoU (fixed t)"],
-                              [[n, results["iou_best"][n], results["iou_fixed"][n]] for n in names])
-             + "\n" + markdown_table(["threshold", "mIoU"], [[t, m] for t, m in results["sweep"].items()]))
-    rundir.finish(out, slice_, results, table, summary={f"eval_seeds/{stage.method}": {
-        "miou": results["miou"], "threshold": results["threshold"], "miou_fixed": results["miou_fixed"],
-        "threshold_fixed": fixed, "split": stage.split, "images": len(ids),
-        "miou_0.15": results["miou_reference"]["0.15"], "miou_0.21": results["miou_reference"]["0.21"], **auto_entry}})
+    table = (
+        f"# eval_seeds/{stage.method} on {stage.split} ({len(ids)} images)\n\n"
+        f"mIoU {100 * results['miou']:.2f} at best t={results['threshold']:.2f}; "
+        f"{100 * results['miou_fixed']:.2f} at the fixed t={fixed:.2f}"
+        + (f" (auto: {chosen['selector']}, score {chosen['score']:.3f}, no ground truth)" if chosen else "")
+        + "\n\n"
+        + "".join(f"- t={t}: {100 * m:.2f} ({REFERENCE_THRESHOLDS[t]})\n" for t, m in results["miou_reference"].items())
+        + "\n"
+        + markdown_table(
+            ["class", "IoU (best t)", "IoU (fixed t)"],
+            [[n, results["iou_best"][n], results["iou_fixed"][n]] for n in names],
+        )
+        + "\n"
+        + markdown_table(["threshold", "mIoU"], [[t, m] for t, m in results["sweep"].items()])
+    )
+    rundir.finish(
+        out,
+        slice_,
+        results,
+        table,
+        summary={
+            f"eval_seeds/{stage.method}": {
+                "miou": results["miou"],
+                "threshold": results["threshold"],
+                "miou_fixed": results["miou_fixed"],
+                "threshold_fixed": fixed,
+                "split": stage.split,
+                "images": len(ids),
+                "miou_0.15": results["miou_reference"]["0.15"],
+                "miou_0.21": results["miou_reference"]["0.21"],
+                **auto_entry,
+            }
+        },
+    )
     return results

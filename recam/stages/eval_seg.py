@@ -1,6 +1,7 @@
 """Stage `eval_seg`: mIoU of a `seg` model on a labelled split, with and without dense CRF
 (spec §7.1 "Test", "Metric", "CRF"). Predictions are kept as palette PNGs in pred/ and pred_crf/;
 ones already there are reused, so an interrupted evaluation resumes."""
+
 from __future__ import annotations
 
 import math
@@ -34,7 +35,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     split = stage.split or cfg.dataset.val_list
     out = rundir.stage_dir("eval_seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "eval_seg")
-    slice_["eval_seg"]["amp"] = amp = cfg.amp_for("eval_seg")   # the resolved precision is what changes the outputs
+    slice_["eval_seg"]["amp"] = amp = cfg.amp_for("eval_seg")  # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -52,7 +53,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     for image_id in progress(ids, desc=f"eval_seg/{stage.labels}", unit="img", dynamic_ncols=True):
         gt = load_gt(root, image_id, num_classes=num_labels - 1, size=image_size(root, image_id))
         paths = {kind: out / kind / f"{image_id}.png" for kind in kinds}
-        if all(readable(path) for path in paths.values()):   # resumed: a damaged prediction is redone
+        if all(readable(path) for path in paths.values()):  # resumed: a damaged prediction is redone
             preds = {kind: load_label_png(path) for kind, path in paths.items()}
         else:
             image = load_image(root, image_id)
@@ -70,23 +71,53 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             confusion[kind] += confusion_matrix(gt, preds[kind], num_labels)
     names = ["background", *data.class_names]
     scores = {kind: iou_from_confusion(confusion[kind]) for kind in kinds}
-    results = {"labels": stage.labels, "split": split, "images": len(ids), "scales": stage.scales,
-               "flip": stage.flip, "miou": float(scores["pred"]["miou"]),
-               "iou": {n: _fraction(v) for n, v in zip(names, scores["pred"]["iou"])}}
+    results = {
+        "labels": stage.labels,
+        "split": split,
+        "images": len(ids),
+        "scales": stage.scales,
+        "flip": stage.flip,
+        "miou": float(scores["pred"]["miou"]),
+        "iou": {n: _fraction(v) for n, v in zip(names, scores["pred"]["iou"])},
+    }
     if stage.crf:
         results["miou_crf"] = float(scores["pred_crf"]["miou"])
         results["iou_crf"] = {n: _fraction(v) for n, v in zip(names, scores["pred_crf"]["iou"])}
         results["crf_image"] = stage.crf_image
         results[f"miou_crf_{stage.crf_image}"] = results["miou_crf"]
         results[f"miou_crf_{other}"] = float(scores[f"pred_crf_{other}"]["miou"])
-    crf_line = (f"; with dense CRF {100 * results['miou_crf']:.2f} (CRF image {stage.crf_image}; "
-                f"{100 * results[f'miou_crf_{other}']:.2f} with the {other} image)") if stage.crf else ""
-    table = (f"# eval_seg/{stage.labels} on {split} ({len(ids)} images)\n\n"
-             f"mIoU {100 * results['miou']:.2f}{crf_line}\n\n"
-             + markdown_table(["class", "IoU", *([f"IoU (CRF, {stage.crf_image})", f"IoU (CRF, {other})"] if stage.crf else [])],
-                              [[n, *(float(scores[k]["iou"][i]) for k in kinds)] for i, n in enumerate(names)]))
-    rundir.finish(out, slice_, results, table, summary={f"eval_seg/{stage.labels}": {
-        "miou": results["miou"], **({"miou_crf": results["miou_crf"],
-                                      f"miou_crf_{other}": results[f"miou_crf_{other}"]} if stage.crf else {}),
-        "split": split, "images": len(ids)}})
+    crf_line = (
+        (
+            f"; with dense CRF {100 * results['miou_crf']:.2f} (CRF image {stage.crf_image}; "
+            f"{100 * results[f'miou_crf_{other}']:.2f} with the {other} image)"
+        )
+        if stage.crf
+        else ""
+    )
+    table = (
+        f"# eval_seg/{stage.labels} on {split} ({len(ids)} images)\n\n"
+        f"mIoU {100 * results['miou']:.2f}{crf_line}\n\n"
+        + markdown_table(
+            ["class", "IoU", *([f"IoU (CRF, {stage.crf_image})", f"IoU (CRF, {other})"] if stage.crf else [])],
+            [[n, *(float(scores[k]["iou"][i]) for k in kinds)] for i, n in enumerate(names)],
+        )
+    )
+    rundir.finish(
+        out,
+        slice_,
+        results,
+        table,
+        summary={
+            f"eval_seg/{stage.labels}": {
+                "miou": results["miou"],
+                **(
+                    {"miou_crf": results["miou_crf"], f"miou_crf_{other}": results[f"miou_crf_{other}"]}
+                    if stage.crf
+                    else {}
+                ),
+                "split": split,
+                "images": len(ids),
+            }
+        },
+    )
     return results

@@ -6,6 +6,7 @@ The worker count is not part of the config key: it does not change a single pixe
 `fg_threshold=auto` / `bg_threshold=auto`: the linked rule of spec §5.3 (t + fg_offset,
 t - bg_offset) on the GT-free seed threshold t of the seeds read (recam/stages/auto_thresholds.py).
 """
+
 from __future__ import annotations
 
 import logging
@@ -24,6 +25,7 @@ from recam.rundir import RunDir, config_slice
 from recam.stages.auto_thresholds import is_auto, seed_threshold
 from recam.stages.common import load_prepared
 from recam.thresholds import linked_thresholds
+
 # The worker lives in a torch-free module, so spawned workers start in a fraction of a second.
 from recam.stages.crf_workers import IrLabelJob, label_image
 
@@ -44,8 +46,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     seeds = rundir.require("seeds", stage.seeds)
     out = rundir.stage_dir("ir_labels")
     slice_ = config_slice(cfg, "dataset", "ir_labels")
-    auto = {"fg": is_auto(stage.fg_threshold, "ir_labels.fg_threshold"),
-            "bg": is_auto(stage.bg_threshold, "ir_labels.bg_threshold")}
+    auto = {
+        "fg": is_auto(stage.fg_threshold, "ir_labels.fg_threshold"),
+        "bg": is_auto(stage.bg_threshold, "ir_labels.bg_threshold"),
+    }
     # The offsets and the selector settings matter only to an auto threshold: kept out of the key otherwise.
     unused = (*RUNTIME_KEYS, *(() if auto["fg"] else ("fg_offset",)), *(() if auto["bg"] else ("bg_offset",)))
     slice_["ir_labels"] = {k: v for k, v in slice_["ir_labels"].items() if k not in unused}
@@ -59,22 +63,41 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     fg_threshold = linked["fg"] if auto["fg"] else float(stage.fg_threshold)
     bg_threshold = linked["bg"] if auto["bg"] else float(stage.bg_threshold)
     ids = data.ids(stage.split)
-    jobs = [IrLabelJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
-                       fg_threshold, bg_threshold, stage.gt_prob)
-            for i in ids if not readable(out / f"{i}.png")]
+    jobs = [
+        IrLabelJob(
+            str(image_path(cfg.dataset.root, i)),
+            str(seeds / f"{i}.npz"),
+            str(out / f"{i}.png"),
+            fg_threshold,
+            bg_threshold,
+            stage.gt_prob,
+        )
+        for i in ids
+        if not readable(out / f"{i}.png")
+    ]
     missing = [j.seed for j in jobs if not Path(j.seed).is_file()]
     if missing:
-        raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
-                              f"seeds for ir_labels.split={stage.split} (seeds.split)")
+        raise RecamInputError(
+            f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
+            f"seeds for ir_labels.split={stage.split} (seeds.split)"
+        )
     log.info("ir_labels: %d of %d images to label with %d workers", len(jobs), len(ids), stage.num_workers)
     map_jobs(label_image, jobs, num_workers=stage.num_workers, start_method=stage.start_method, desc="ir_labels")
     # Statistics from the files, so a resumed run reports every image, not only those it made.
-    shares = [label_shares(load_label_png(out / f"{i}.png")) for i in progress(ids, desc="ir_labels stats",
-                                                                             unit="img", leave=False)]
-    results = {"seeds": stage.seeds, "split": stage.split, "images": len(ids), "labelled_now": len(jobs),
-               "fg_threshold": fg_threshold, "bg_threshold": bg_threshold,
-               "mean_confident_fg": float(np.mean([s["fg"] for s in shares])) if shares else 0.0,
-               "mean_unsure": float(np.mean([s["unsure"] for s in shares])) if shares else 0.0}
+    shares = [
+        label_shares(load_label_png(out / f"{i}.png"))
+        for i in progress(ids, desc="ir_labels stats", unit="img", leave=False)
+    ]
+    results = {
+        "seeds": stage.seeds,
+        "split": stage.split,
+        "images": len(ids),
+        "labelled_now": len(jobs),
+        "fg_threshold": fg_threshold,
+        "bg_threshold": bg_threshold,
+        "mean_confident_fg": float(np.mean([s["fg"] for s in shares])) if shares else 0.0,
+        "mean_unsure": float(np.mean([s["unsure"] for s in shares])) if shares else 0.0,
+    }
     if chosen is not None:
         results["auto"] = {**chosen, "seed_threshold": chosen["threshold"], "linked": [k for k, v in auto.items() if v]}
     table = "# ir_labels\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])

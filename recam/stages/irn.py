@@ -7,6 +7,7 @@ losses against pair labels made from the ground-truth masks of `irn.val_split` (
 has no validation). After training the mean displacement over the training list is stored in the
 network (instance segmentation uses it; the semantic masks do not).
 """
+
 from __future__ import annotations
 
 import functools
@@ -44,8 +45,9 @@ def build_irn_from_config(stage: IrnStage, rundir: RunDir) -> IRNet:
     source = rundir.require("cam") / "model.pt"
     model = build_irn(arch=stage.arch, pretrained="none")
     state = load_checkpoint(source)["model"]
-    load_model_state(model.backbone, {k.removeprefix("backbone."): v for k, v in state.items()
-                                      if k.startswith("backbone.")}, source)
+    load_model_state(
+        model.backbone, {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, source
+    )
     return model
 
 
@@ -53,23 +55,42 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage, data_cfg = cfg.irn, cfg.dataset
     data = load_prepared(rundir, data_cfg)
     labels_dir = rundir.require("ir_labels")
-    model = build_irn_from_config(stage, rundir)   # may require("cam"): before rundir.begin
+    model = build_irn_from_config(stage, rundir)  # may require("cam"): before rundir.begin
     out = rundir.stage_dir("irn")
     slice_ = config_slice(cfg, "dataset", "irn", "runtime.seed")
-    slice_["irn"]["amp"] = cfg.amp_for("irn")   # the resolved precision is what changes the outputs
+    slice_["irn"]["amp"] = cfg.amp_for("irn")  # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
-    common = dict(crop_size=stage.crop_size, scale_range=stage.scale_range, mean=data_cfg.mean, std=data_cfg.std,
-                  seed=cfg.runtime.seed)
-    loader = train_loader(AffinityDataset(data_cfg.root, data.ids(stage.split), functools.partial(_ir_label, labels_dir),
-                                          train=True, **common), stage.batch_size, cfg.runtime, device)
+    common = dict(
+        crop_size=stage.crop_size,
+        scale_range=stage.scale_range,
+        mean=data_cfg.mean,
+        std=data_cfg.std,
+        seed=cfg.runtime.seed,
+    )
+    loader = train_loader(
+        AffinityDataset(
+            data_cfg.root, data.ids(stage.split), functools.partial(_ir_label, labels_dir), train=True, **common
+        ),
+        stage.batch_size,
+        cfg.runtime,
+        device,
+    )
     val = None
     if stage.val_split:
-        val = eval_loader(AffinityDataset(data_cfg.root, data.ids(stage.val_split),
-                                          functools.partial(load_gt, data_cfg.root,
-                                                            num_classes=len(data.class_names)), train=False, **common),
-                          stage.batch_size, cfg.runtime, device)
+        val = eval_loader(
+            AffinityDataset(
+                data_cfg.root,
+                data.ids(stage.val_split),
+                functools.partial(load_gt, data_cfg.root, num_classes=len(data.class_names)),
+                train=False,
+                **common,
+            ),
+            stage.batch_size,
+            cfg.runtime,
+            device,
+        )
     model = model.to(device)
     path_index = build_path_index(stage.radius, (stage.crop_size // 4, stage.crop_size // 4))
     paths = path_indices_to_torch(path_index, device)
@@ -81,8 +102,16 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         pairs = affinity_labels_torch(batch["label"], src, dst)
         # torchrun: normalise by the label counts of the whole global batch (irn_losses `counts`)
         counts = {k: mean_over_ranks(pairs[k].float().sum()) for k in PAIR_LABELS} if is_distributed() else None
-        losses = irn_losses(out_["edge_logits"].float(), out_["dp"].float(), pairs["bg_pos"], pairs["fg_pos"],
-                            pairs["neg"], path_index, path_indices=paths, counts=counts)
+        losses = irn_losses(
+            out_["edge_logits"].float(),
+            out_["dp"].float(),
+            pairs["bg_pos"],
+            pairs["fg_pos"],
+            pairs["neg"],
+            path_index,
+            path_indices=paths,
+            counts=counts,
+        )
         return {"loss": losses["total"], **{k: losses[k] for k in LOSS_PARTS}}
 
     def validate(net: IRNet) -> dict:
@@ -99,24 +128,48 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         return {k: v / max(count, 1) for k, v in sums.items()}
 
     max_step = stage.epochs * steps_per_epoch(len(loader), stage.max_steps)
-    optimizer, scheduler = make_poly_sgd(model.param_groups(stage.lr, stage.weight_decay, stage.dp_lr_mult),
-                                         momentum=stage.momentum, max_step=max_step, power=stage.poly_power)
+    optimizer, scheduler = make_poly_sgd(
+        model.param_groups(stage.lr, stage.weight_decay, stage.dp_lr_mult),
+        momentum=stage.momentum,
+        max_step=max_step,
+        power=stage.poly_power,
+    )
     extra = {"config": slice_, "arch": stage.arch}
     history = train_epochs(
-        model=model, loader=loader, step_fn=step, optimizer=optimizer, scheduler=scheduler, epochs=stage.epochs,
-        device=device, checkpoint_dir=out / "checkpoints", checkpoint_extra=extra, validate=validate,
-        max_steps=stage.max_steps, amp=cfg.amp_for("irn"), grad_clip=stage.grad_clip, desc="irn",
-        log_every=stage.log_every, writer=tensorboard_writer(out), keep_epochs=stage.keep_epochs,
-        compile_model=cfg.runtime.compile)
+        model=model,
+        loader=loader,
+        step_fn=step,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=stage.epochs,
+        device=device,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_extra=extra,
+        validate=validate,
+        max_steps=stage.max_steps,
+        amp=cfg.amp_for("irn"),
+        grad_clip=stage.grad_clip,
+        desc="irn",
+        log_every=stage.log_every,
+        writer=tensorboard_writer(out),
+        keep_epochs=stage.keep_epochs,
+        compile_model=cfg.runtime.compile,
+    )
     model.set_mean_shift(measure_mean_shift(model, cfg, data.ids(stage.split), labels_dir, device))
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
     final = history[-1]
-    results = {"train_loss": final["train_loss"], "val_loss": final.get("val_loss"), "max_step": max_step,
-               "images_per_s": final["images_per_s"], "mean_shift": model.mean_shift.running_mean.tolist(),
-               "history": history}
+    results = {
+        "train_loss": final["train_loss"],
+        "val_loss": final.get("val_loss"),
+        "max_step": max_step,
+        "images_per_s": final["images_per_s"],
+        "mean_shift": model.mean_shift.running_mean.tolist(),
+        "history": history,
+    }
     keys = ["train_loss", *[f"train_{k}" for k in LOSS_PARTS[:2]], "val_loss", *[f"val_{k}" for k in LOSS_PARTS[:2]]]
     table = "# irn: inter-pixel relation network\n\n" + markdown_table(
-        ["epoch", *keys, "images/s"], [[h["epoch"], *[h.get(k, "-") for k in keys], h["images_per_s"]] for h in history])
+        ["epoch", *keys, "images/s"], [[h["epoch"], *[h.get(k, "-") for k in keys], h["images_per_s"]] for h in history]
+    )
     rundir.finish(out, slice_, results, table)
     return results
 
@@ -125,9 +178,16 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
 def measure_mean_shift(model: IRNet, cfg: Config, ids: list[str], labels_dir, device: torch.device) -> torch.Tensor:
     """Mean displacement over the training list, top-left crops, eval mode (spec §6b "After training")."""
     stage = cfg.irn
-    dataset = AffinityDataset(cfg.dataset.root, ids, functools.partial(_ir_label, labels_dir), train=False,
-                              crop_size=stage.crop_size, scale_range=stage.scale_range, mean=cfg.dataset.mean,
-                              std=cfg.dataset.std)
+    dataset = AffinityDataset(
+        cfg.dataset.root,
+        ids,
+        functools.partial(_ir_label, labels_dir),
+        train=False,
+        crop_size=stage.crop_size,
+        scale_range=stage.scale_range,
+        mean=cfg.dataset.mean,
+        std=cfg.dataset.std,
+    )
     loader = eval_loader(dataset, stage.batch_size, cfg.runtime, device)
     model.eval()
     means = []

@@ -11,6 +11,7 @@ Both write one palette PNG per image (0 background, k+1 class k); existing files
 `bg_threshold=auto` (irn) / `seed_threshold=auto` (crf): chosen without ground truth before any
 mask is written, on the walk (or the seeds) of the `thresholds` sample (recam/thresholds).
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,6 +34,7 @@ from recam.models.irn import build_irn
 from recam.rundir import RunDir, config_slice
 from recam.stages.auto_thresholds import is_auto, sample_of, select, seed_threshold
 from recam.stages.common import load_prepared
+
 # The worker lives in a torch-free module, so spawned workers start in a fraction of a second.
 from recam.stages.crf_workers import KERNELS, CrfMaskJob, crf_mask
 from recam.stages.eval_seeds import DEFAULT_THRESHOLD
@@ -43,8 +45,10 @@ log = logging.getLogger(__name__)
 METHODS = ("irn", "crf")
 RUNTIME_KEYS = ("num_workers", "start_method")
 # The settings each method reads; the others stay out of its stage key.
-METHOD_KEYS = {"irn": ("radius", "beta", "exp_times", "bg_threshold", "save_scores"),
-               "crf": ("seed_threshold", "crf_kernels", "gt_prob")}
+METHOD_KEYS = {
+    "irn": ("radius", "beta", "exp_times", "bg_threshold", "save_scores"),
+    "crf": ("seed_threshold", "crf_kernels", "gt_prob"),
+}
 
 
 def _seed_threshold(cfg: Config) -> float:
@@ -71,8 +75,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     irn_dir = rundir.require("irn") if stage.method == "irn" else None
     out = rundir.stage_dir("masks", stage.method)
     slice_ = config_slice(cfg, "dataset", "masks")
-    slice_["masks"] = {k: v for k, v in slice_["masks"].items()
-                       if k in ("method", "seeds", "split", *METHOD_KEYS[stage.method])}
+    slice_["masks"] = {
+        k: v for k, v in slice_["masks"].items() if k in ("method", "seeds", "split", *METHOD_KEYS[stage.method])
+    }
     auto = _auto(cfg)
     if auto:
         slice_.update(config_slice(cfg, "thresholds"))
@@ -82,20 +87,37 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     ids = data.ids(stage.split)
     missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]
     if missing:
-        raise RecamInputError(f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
-                              f"seeds for masks.split={stage.split} (seeds.split)")
+        raise RecamInputError(
+            f"recam: {len(missing)} seeds are missing in {seeds} (e.g. {missing[0]}) - export "
+            f"seeds for masks.split={stage.split} (seeds.split)"
+        )
     # Under torchrun each rank makes every world_size-th missing mask; rank 0 finishes the stage.
     save_scores = stage.method == "irn" and stage.save_scores
-    todo = [i for i in ids if not readable(out / f"{i}.png")
-            or (save_scores and not readable(out / f"{i}.npz"))][rank()::world_size()]
+    todo = [i for i in ids if not readable(out / f"{i}.png") or (save_scores and not readable(out / f"{i}.npz"))][
+        rank() :: world_size()
+    ]
     log.info("masks/%s: %d of %d images to do", stage.method, len(todo), len(ids))
-    results = {"method": stage.method, "seeds": stage.seeds, "split": stage.split, "images": len(ids),
-               "made_now": len(todo)}
+    results = {
+        "method": stage.method,
+        "seeds": stage.seeds,
+        "split": stage.split,
+        "images": len(ids),
+        "made_now": len(todo),
+    }
     if stage.method == "crf":
         chosen = seed_threshold(cfg, data, seeds) if auto else None
         threshold = chosen["threshold"] if chosen else _seed_threshold(cfg)
-        jobs = [CrfMaskJob(str(image_path(cfg.dataset.root, i)), str(seeds / f"{i}.npz"), str(out / f"{i}.png"),
-                           threshold, stage.gt_prob, stage.crf_kernels) for i in todo]
+        jobs = [
+            CrfMaskJob(
+                str(image_path(cfg.dataset.root, i)),
+                str(seeds / f"{i}.npz"),
+                str(out / f"{i}.png"),
+                threshold,
+                stage.gt_prob,
+                stage.crf_kernels,
+            )
+            for i in todo
+        ]
         map_jobs(crf_mask, jobs, num_workers=stage.num_workers, start_method=stage.start_method, desc="masks/crf")
     else:
         model = load_irn(cfg, irn_dir, device)
@@ -105,8 +127,9 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     results["threshold"] = threshold
     if chosen is not None:
         results["auto"] = chosen
-    if any(not (out / f"{i}.png").is_file() or (save_scores and not (out / f"{i}.npz").is_file())
-           for i in ids):   # other ranks' shares are not written yet
+    if any(
+        not (out / f"{i}.png").is_file() or (save_scores and not (out / f"{i}.npz").is_file()) for i in ids
+    ):  # other ranks' shares are not written yet
         return results
     table = f"# masks/{stage.method}\n\n" + markdown_table(["key", "value"], [[k, v] for k, v in results.items()])
     rundir.finish(out, slice_, results, table)
@@ -132,8 +155,10 @@ def walk_image(cfg: Config, model: torch.nn.Module, seeds, image_id: str, device
     seed = load_npz(seeds / f"{image_id}.npz")
     cams = torch.from_numpy(seed["cam"].astype(np.float32)).to(device)
     if tuple(cams.shape[1:]) != tuple(edge.shape[1:]):
-        raise RecamInputError(f"recam: seed {seeds / image_id}.npz has a stride-4 map of {tuple(cams.shape[1:])}, "
-                              f"the image gives {tuple(edge.shape[1:])} - re-export the seeds")
+        raise RecamInputError(
+            f"recam: seed {seeds / image_id}.npz has a stride-4 map of {tuple(cams.shape[1:])}, "
+            f"the image gives {tuple(edge.shape[1:])} - re-export the seeds"
+        )
     rw = random_walk(cams, edge, beta=stage.beta, exp_times=stage.exp_times, radius=stage.radius)
     return {"image": image, "keys": seed["keys"].astype(np.int64), "rw": rw}
 
@@ -143,8 +168,10 @@ def walk_threshold(cfg: Config, model: torch.nn.Module, seeds, ids: list[str], d
     upsampled, max-normalised scores that `rw_to_label` thresholds)."""
     missing = [i for i in ids if not (seeds / f"{i}.npz").is_file()]
     if missing:
-        raise RecamInputError(f"recam: the auto threshold's sample needs seeds of thresholds.split={cfg.thresholds.split}, "
-                              f"but {seeds} has no {missing[0]}.npz - export seeds for that split or change thresholds.split")
+        raise RecamInputError(
+            f"recam: the auto threshold's sample needs seeds of thresholds.split={cfg.thresholds.split}, "
+            f"but {seeds} has no {missing[0]}.npz - export seeds for that split or change thresholds.split"
+        )
     maps = []
     for image_id in progress(ids, desc="masks/irn auto threshold", unit="img", leave=False, disable=not is_main()):
         walk = walk_image(cfg, model, seeds, image_id, device)
@@ -154,14 +181,19 @@ def walk_threshold(cfg: Config, model: torch.nn.Module, seeds, ids: list[str], d
 
 
 @torch.no_grad()
-def walk_masks(cfg: Config, model: torch.nn.Module, seeds, out, ids: list[str], device: torch.device,
-               threshold: float) -> None:
+def walk_masks(
+    cfg: Config, model: torch.nn.Module, seeds, out, ids: list[str], device: torch.device, threshold: float
+) -> None:
     """masks/irn for `ids`: the walk of each image (`walk_image`), label PNG at `threshold` (+ npz)."""
     for image_id in progress(ids, desc="masks/irn", unit="img", dynamic_ncols=True, disable=not is_main()):
         walk = walk_image(cfg, model, seeds, image_id, device)
         image, rw = walk["image"], walk["rw"]
         if cfg.masks.save_scores:
-            save_npz(out / f"{image_id}.npz", keys=walk["keys"], rw=rw.cpu().numpy(),
-                     size=np.asarray(image.shape[:2], dtype=np.int64))
+            save_npz(
+                out / f"{image_id}.npz",
+                keys=walk["keys"],
+                rw=rw.cpu().numpy(),
+                size=np.asarray(image.shape[:2], dtype=np.int64),
+            )
         label = rw_to_label(rw, walk["keys"], image.shape[:2], threshold)
         save_label_png(out / f"{image_id}.png", label.cpu().numpy())

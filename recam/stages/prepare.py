@@ -4,6 +4,7 @@ voc12 / synthetic: lists + XML labels of the VOC devkit. coco14: GT masks, label
 instance JSONs plus the VOC-layout view at dataset.root (recam/data/coco.py). folder: your own images
 (recam/data/folder.py), also through a view at dataset.root.
 """
+
 from __future__ import annotations
 
 import logging
@@ -32,8 +33,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     data = cfg.dataset
     if data.name in ("coco14", "folder"):
         if data.name == "coco14":
-            made = prepare_coco14(data.coco.root, data.root, protocol=data.protocol, splits=data.coco.splits,
-                                  workers=data.coco.workers, reference_labels=data.coco.reference_labels)
+            made = prepare_coco14(
+                data.coco.root,
+                data.root,
+                protocol=data.protocol,
+                splits=data.coco.splits,
+                workers=data.coco.workers,
+                reference_labels=data.coco.reference_labels,
+            )
             class_names = list(COCO_CLASSES)
         else:
             made = prepare_folder(data.folder, data.root)
@@ -42,22 +49,40 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         splits = drop_bad_images(made["splits"], bad, data.root, data.bad_images)
         keep = [i for i, image_id in enumerate(made["ids"]) if image_id not in bad]
         stats = write_prepared(out, splits, [made["ids"][i] for i in keep], made["labels"][keep], class_names)
-        stats = {**stats, "bad_images": dict(bad),
-                 **{k: v for k, v in made.items() if k not in ("splits", "ids", "labels", "class_names")}}
+        stats = {
+            **stats,
+            "bad_images": dict(bad),
+            **{k: v for k, v in made.items() if k not in ("splits", "ids", "labels", "class_names")},
+        }
     elif data.name == "cub":
         if data.cub_root is None:
-            raise RecamInputError("recam: dataset=cub needs dataset.cub_root=<the CUB_200_2011 folder> (images/, images.txt, ...)")
+            raise RecamInputError(
+                "recam: dataset=cub needs dataset.cub_root=<the CUB_200_2011 folder> (images/, images.txt, ...)"
+            )
         stats = prepare_cub(data.cub_root, data.root, out, list_dir=data.spg_list_dir)
     else:
         if data.name == "synthetic":
             info = generate_synthetic(data.root, data.synthetic, overwrite=cfg.prepare.overwrite)
             log.info("synthetic dataset at %s: %s", data.root, info)
-        stats = prepare_voc12(data.root, out, sbd_root=data.sbd_root,
-                              check_images=data.check_images, bad_images=data.bad_images,
-                              unknown_classes=data.unknown_classes,
-                              reference_sizes=VOC12_SIZES if data.name == "voc12" else None)
-    rows = [[split, s["images"], f"{s['mean_labels']:.3f}" if "mean_labels" in s else "-",
-             s.get("single_label", "-"), s.get("no_label", "-")] for split, s in stats["splits"].items()]
+        stats = prepare_voc12(
+            data.root,
+            out,
+            sbd_root=data.sbd_root,
+            check_images=data.check_images,
+            bad_images=data.bad_images,
+            unknown_classes=data.unknown_classes,
+            reference_sizes=VOC12_SIZES if data.name == "voc12" else None,
+        )
+    rows = [
+        [
+            split,
+            s["images"],
+            f"{s['mean_labels']:.3f}" if "mean_labels" in s else "-",
+            s.get("single_label", "-"),
+            s.get("no_label", "-"),
+        ]
+        for split, s in stats["splits"].items()
+    ]
     table = "# prepare\n\n" + markdown_table(["split", "images", "labels/image", "single-label", "no label"], rows)
     rundir.finish(out, slice_, stats, table)
     return stats

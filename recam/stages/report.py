@@ -4,6 +4,7 @@ The results table (every `summary.json` entry), the time each stage took (from i
 the classifier figures, an mIoU-against-threshold plot of every swept evaluation, and links to
 the `visualize` page and its CAM overlays when that stage has run.
 """
+
 from __future__ import annotations
 
 import logging
@@ -31,7 +32,9 @@ def stage_timings(rundir: RunDir) -> list[list]:
         if done.is_file():
             info = read_json(done)
             seconds = info.get("seconds")
-            rows.append([step_label(step, overrides), "-" if seconds is None else f"{seconds:.1f}", info.get("finished", "-")])
+            rows.append(
+                [step_label(step, overrides), "-" if seconds is None else f"{seconds:.1f}", info.get("finished", "-")]
+            )
     return rows
 
 
@@ -49,6 +52,7 @@ def plot_curves(curves: dict[str, dict[float, float]], path: Path) -> bool:
     """mIoU (%) against the background threshold, one line per evaluation; False without matplotlib."""
     try:
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
@@ -70,43 +74,104 @@ def plot_curves(curves: dict[str, dict[float, float]], path: Path) -> bool:
 
 def write_report(cfg: Config, rundir: RunDir) -> str:
     """Write `<experiment>/report.md` and print it."""
-    lines = [f"# Experiment `{cfg.run.name}`", "",
-             f"dataset `{cfg.dataset.name}` ({cfg.dataset.root}), model `{cfg.model.arch}` "
-             f"(pretrained: {cfg.model.pretrained})", ""]
+    lines = [
+        f"# Experiment `{cfg.run.name}`",
+        "",
+        f"dataset `{cfg.dataset.name}` ({cfg.dataset.root}), model `{cfg.model.arch}` "
+        f"(pretrained: {cfg.model.pretrained})",
+        "",
+    ]
     for stage in ("cam", "recam"):
         results = rundir.stage_dir(stage) / "results.json"
         if results.is_file():
             r = read_json(results)
-            lines.append(f"- `{stage}`: val mAP {r['val_map']:.4f}, val loss {r['val_loss']:.4f}, "
-                         f"{r['images_per_s']:.1f} images/s (last epoch)")
-    summary = rundir.rebuild_summary()   # a missing or damaged summary.json comes back from the stage folders
+            lines.append(
+                f"- `{stage}`: val mAP {r['val_map']:.4f}, val loss {r['val_loss']:.4f}, "
+                f"{r['images_per_s']:.1f} images/s (last epoch)"
+            )
+    summary = rundir.rebuild_summary()  # a missing or damaged summary.json comes back from the stage folders
     if summary:
-        rows = [[key, _fmt(e["miou"], 100), _fmt(e.get("threshold")), _fmt(e.get("miou_fixed"), 100),
-                 _fmt(e.get("threshold_fixed")), _fmt(e.get("miou_crf"), 100), e.get("split", "-")]
-                for key, e in summary.items() if "miou" in e]
-        loc = [[key, _fmt(e["gt_known_loc"], 100), _fmt(e.get("threshold")), _fmt(e.get("top1_loc"), 100),
-                _fmt(e.get("maxboxacc_v2"), 100), e.get("split", "-")]
-               for key, e in summary.items() if key.startswith("eval_loc/")]
-        if loc:   # box localization (eval_loc): no mIoU, its own table
-            lines += ["", "## Localization", "",
-                      markdown_table(["artifact", "GT-known loc %", "best tau", "top-1 loc %", "MaxBoxAccV2 %", "split"], loc)]
-        lines += ["", "## Results", "",
-                  markdown_table(["artifact", "mIoU %", "best t", "mIoU % (fixed t)", "fixed t", "mIoU % with CRF",
-                                  "split"], rows),
-                  "Seeds and masks: mIoU at the best background threshold t, tuned on the evaluation ground truth "
-                  "(optimistic), and at the fixed t (the headline). Segmentation (`eval_seg/*`): val mIoU of DeepLab "
-                  "trained on the pseudo masks or on the ground truth (upper bound), without and with dense CRF."]
-        auto_rows = [[key, e["selector"], _fmt(e["threshold_auto"]), _fmt(e.get("selector_score"), 1, 3),
-                      _fmt(e["miou_auto"], 100), _fmt(e["threshold"]) if e.get("gap") is not None else "-",
-                      _fmt(e["miou"], 100) if e.get("gap") is not None else "-", _fmt(e.get("gap"), 100)]
-                     for key, e in summary.items() if e.get("threshold_auto") is not None]
+        rows = [
+            [
+                key,
+                _fmt(e["miou"], 100),
+                _fmt(e.get("threshold")),
+                _fmt(e.get("miou_fixed"), 100),
+                _fmt(e.get("threshold_fixed")),
+                _fmt(e.get("miou_crf"), 100),
+                e.get("split", "-"),
+            ]
+            for key, e in summary.items()
+            if "miou" in e
+        ]
+        loc = [
+            [
+                key,
+                _fmt(e["gt_known_loc"], 100),
+                _fmt(e.get("threshold")),
+                _fmt(e.get("top1_loc"), 100),
+                _fmt(e.get("maxboxacc_v2"), 100),
+                e.get("split", "-"),
+            ]
+            for key, e in summary.items()
+            if key.startswith("eval_loc/")
+        ]
+        if loc:  # box localization (eval_loc): no mIoU, its own table
+            lines += [
+                "",
+                "## Localization",
+                "",
+                markdown_table(
+                    ["artifact", "GT-known loc %", "best tau", "top-1 loc %", "MaxBoxAccV2 %", "split"], loc
+                ),
+            ]
+        lines += [
+            "",
+            "## Results",
+            "",
+            markdown_table(
+                ["artifact", "mIoU %", "best t", "mIoU % (fixed t)", "fixed t", "mIoU % with CRF", "split"], rows
+            ),
+            "Seeds and masks: mIoU at the best background threshold t, tuned on the evaluation ground truth "
+            "(optimistic), and at the fixed t (the headline). Segmentation (`eval_seg/*`): val mIoU of DeepLab "
+            "trained on the pseudo masks or on the ground truth (upper bound), without and with dense CRF.",
+        ]
+        auto_rows = [
+            [
+                key,
+                e["selector"],
+                _fmt(e["threshold_auto"]),
+                _fmt(e.get("selector_score"), 1, 3),
+                _fmt(e["miou_auto"], 100),
+                _fmt(e["threshold"]) if e.get("gap") is not None else "-",
+                _fmt(e["miou"], 100) if e.get("gap") is not None else "-",
+                _fmt(e.get("gap"), 100),
+            ]
+            for key, e in summary.items()
+            if e.get("threshold_auto") is not None
+        ]
         if auto_rows:
-            lines += ["", "## Thresholds chosen without ground truth (`auto`)", "",
-                      markdown_table(["artifact", "selector", "auto t", "score", "mIoU % at auto t", "oracle t",
-                                      "oracle mIoU %", "gap (points)"], auto_rows),
-                      "The auto t is chosen from images, image-level labels and the score maps of a sample "
-                      "(docs/thresholds.md); the oracle, the best t of the ground-truth sweep, is shown only to "
-                      "measure the gap (none for masks/crf, which are made at one threshold)."]
+            lines += [
+                "",
+                "## Thresholds chosen without ground truth (`auto`)",
+                "",
+                markdown_table(
+                    [
+                        "artifact",
+                        "selector",
+                        "auto t",
+                        "score",
+                        "mIoU % at auto t",
+                        "oracle t",
+                        "oracle mIoU %",
+                        "gap (points)",
+                    ],
+                    auto_rows,
+                ),
+                "The auto t is chosen from images, image-level labels and the score maps of a sample "
+                "(docs/thresholds.md); the oracle, the best t of the ground-truth sweep, is shown only to "
+                "measure the gap (none for masks/crf, which are made at one threshold).",
+            ]
 
     curves = sweep_curves(rundir, summary)
     if curves and plot_curves(curves, rundir.root / "report_miou.png"):
@@ -114,11 +179,21 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
     timings = stage_timings(rundir)
     if timings:
         total = sum(float(t[1]) for t in timings if t[1] != "-")
-        lines += ["", "## Time per stage", "", markdown_table(["stage", "seconds", "finished"], timings),
-                  f"Total {total:.0f} s ({total / 60:.1f} min) for the stages listed."]
+        lines += [
+            "",
+            "## Time per stage",
+            "",
+            markdown_table(["stage", "seconds", "finished"], timings),
+            f"Total {total:.0f} s ({total / 60:.1f} min) for the stages listed.",
+        ]
     viz = rundir.root / "visualize" / "index.html"
     if viz.is_file():
-        lines += ["", "## Pictures", "", f"CAM overlays, feature grids and masks: [visualize/index.html]({viz.relative_to(rundir.root)})"]
+        lines += [
+            "",
+            "## Pictures",
+            "",
+            f"CAM overlays, feature grids and masks: [visualize/index.html]({viz.relative_to(rundir.root)})",
+        ]
         for picture in sorted(viz.parent.rglob("*overlay*.png"))[:4]:
             lines.append(f"![{picture.stem}]({picture.relative_to(rundir.root)})")
     text = "\n".join(lines) + "\n"

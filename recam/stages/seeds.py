@@ -12,6 +12,7 @@ multi-scale fusion and file format, so `eval_seeds` scores them unchanged; they 
 its mirror) per call, for the image's own classes. (`cam` keeps its one-forward closed form,
 which the library CAM equals - tests/unit/test_cams.py.)
 """
+
 from __future__ import annotations
 
 import logging
@@ -57,12 +58,18 @@ def source_stage(method: str) -> str:
 
 def method_options(stage: SeedsStage) -> dict:
     """The CAM-family options of the config (None = the method's own default)."""
-    return {"chunk_size": stage.chunk_size, "top_k": stage.top_k, "seed": stage.noise_seed,
-            "n_samples": stage.n_samples, "noise_std": stage.noise_std}
+    return {
+        "chunk_size": stage.chunk_size,
+        "top_k": stage.top_k,
+        "seed": stage.noise_seed,
+        "n_samples": stage.n_samples,
+        "noise_std": stage.noise_std,
+    }
 
 
-def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int,
-                    class_names: list[str]) -> tuple[CamNet | SPGNet, torch.Tensor | None]:
+def load_seed_model(
+    cfg: Config, rundir: RunDir, num_classes: int, class_names: list[str]
+) -> tuple[CamNet | SPGNet, torch.Tensor | None]:
     """The trained network of `seeds.method` and its (K, C) class-map weight (W, or W (.) V;
     None for SPG, whose class maps come from its own forward)."""
     method = cfg.seeds.method
@@ -73,8 +80,10 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int,
     epoch = cfg.seeds.checkpoint_epoch
     path = folder / "model.pt" if epoch is None else folder / "checkpoints" / f"epoch_{epoch}.pt"
     if not path.is_file():
-        raise RecamInputError(f"recam: {path} does not exist - seeds.checkpoint_epoch={epoch} needs "
-                              f"{source}.keep_epochs=true and at least {epoch} epochs")
+        raise RecamInputError(
+            f"recam: {path} does not exist - seeds.checkpoint_epoch={epoch} needs "
+            f"{source}.keep_epochs=true and at least {epoch} epochs"
+        )
     checkpoint = load_checkpoint(path)
     check_class_names(checkpoint, class_names, path)
     if source == "spg":
@@ -91,8 +100,9 @@ def load_seed_model(cfg: Config, rundir: RunDir, num_classes: int,
 
 
 @torch.no_grad()
-def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch.device,
-                 amp: bool, flip: bool = True) -> list[dict[str, torch.Tensor]]:
+def export_batch(
+    model: CamNet, weight: torch.Tensor, batch: dict, device: torch.device, amp: bool, flip: bool = True
+) -> list[dict[str, torch.Tensor]]:
     """Seeds of one size bucket: per scale one forward of [x_1..x_n, mirror(x_1)..mirror(x_n)]
     (`flip=False`: of [x_1..x_n] alone, a non-reference ablation)."""
     count = len(batch["ids"])
@@ -104,8 +114,10 @@ def export_batch(model: CamNet, weight: torch.Tensor, batch: dict, device: torch
         raw = model.class_maps(features.float(), weight)
         for i in range(count):
             fused[i].append(fuse_flip(torch.stack([raw[i], raw[count + i]])) if flip else F.relu(raw[i]))
-    return [fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device))
-            for i in range(count)]
+    return [
+        fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device))
+        for i in range(count)
+    ]
 
 
 @torch.no_grad()
@@ -127,8 +139,13 @@ def export_batch_spg(model: SPGNet, batch: dict, device: torch.device, amp: bool
         for i in range(count):
             fused[i].append(fuse_flip(torch.stack([loc[i], loc[count + i]])))
             scores[i].append(out["logits"][[i, count + i]].float().mean(dim=0))
-    return [{**fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device)),
-             "scores": torch.stack(scores[i]).mean(dim=0)} for i in range(count)]
+    return [
+        {
+            **fuse_scales(fused[i], batch["size"], keys_from_label(torch.from_numpy(batch["labels"][i])).to(device)),
+            "scores": torch.stack(scores[i]).mean(dim=0),
+        }
+        for i in range(count)
+    ]
 
 
 def export_channels_last(stage: SeedsStage, runtime_channels_last: bool, device: torch.device) -> bool:
@@ -140,8 +157,9 @@ def export_channels_last(stage: SeedsStage, runtime_channels_last: bool, device:
     return device.type == "cpu" or runtime_channels_last
 
 
-def export_batch_method(model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str,
-                        options: dict, flip: bool = True) -> list[dict[str, torch.Tensor]]:
+def export_batch_method(
+    model: CamNet, batch: dict, device: torch.device, method: str, target_layer: str, options: dict, flip: bool = True
+) -> list[dict[str, torch.Tensor]]:
     """Seeds of one size bucket by CAM-family `method`: per image and scale, one call on
     [x, mirror(x)] for the image's classes, then the same flip and scale fusion as `export_batch`.
     The noise of the smoothing methods is seeded the same way for every image, so a resumed or
@@ -149,14 +167,18 @@ def export_batch_method(model: CamNet, batch: dict, device: torch.device, method
     seeds = []
     for i in range(len(batch["ids"])):
         keys = keys_from_label(torch.from_numpy(batch["labels"][i])).to(device)
-        if keys.numel() == 0:   # no class: nothing to explain, no forward needed
+        if keys.numel() == 0:  # no class: nothing to explain, no forward needed
             height, width = batch["size"]
-            seeds.append({"cam": torch.zeros(0, *strided_size(height, width, CAM_STRIDE)),
-                          "high_res": torch.zeros(0, height, width)})
+            seeds.append(
+                {
+                    "cam": torch.zeros(0, *strided_size(height, width, CAM_STRIDE)),
+                    "high_res": torch.zeros(0, height, width),
+                }
+            )
             continue
         fused = []
         for images in batch["images"]:
-            x = images[i:i + 1].to(device)
+            x = images[i : i + 1].to(device)
             maps = compute_cams(method, model, target_layer, torch.cat([x, x.flip(-1)]) if flip else x, keys, **options)
             fused.append(fuse_flip(maps) if flip else F.relu(maps[0]))
         seeds.append(fuse_scales(fused, batch["size"], torch.arange(len(keys), device=device)))
@@ -172,10 +194,15 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     model, weight = load_seed_model(cfg, rundir, len(data.class_names), data.class_names)
     slice_ = config_slice(cfg, "dataset", "model", "seeds")
     ignored = ("num_shards", "shard_index", "bucket_size", "channels_last", "fold_bn") + (
-        FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ())
+        FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ()
+    )
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
     amp = cfg.amp_for("seeds")
-    if stage.method in ("cam", "recam", "spg"):   # the resolved precision changes their outputs; the family runs in float32
+    if stage.method in (
+        "cam",
+        "recam",
+        "spg",
+    ):  # the resolved precision changes their outputs; the family runs in float32
         slice_["seeds"]["amp"] = amp
     else:
         del slice_["seeds"]["amp"]
@@ -183,23 +210,24 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if done is not None:
         return done
     model = model.to(device).eval()
-    if stage.fold_bn and stage.method in ("cam", "recam"):   # the family methods keep the trained modules
+    if stage.fold_bn and stage.method in ("cam", "recam"):  # the family methods keep the trained modules
         model = fold_batchnorm(model)
     weight = weight.to(device) if weight is not None else None
     if export_channels_last(stage, cfg.runtime.channels_last, device):
         model = model.to(memory_format=torch.channels_last)
     all_ids = data.ids(stage.split)
     shards, shard = stage.num_shards, stage.shard_index
-    if shards == 1 and world_size() > 1:   # under torchrun: one shard per rank
+    if shards == 1 and world_size() > 1:  # under torchrun: one shard per rank
         shards, shard = world_size(), rank()
     if not 0 <= shard < shards:
         raise RecamInputError(f"recam: seeds.shard_index={shard} is outside 0..{shards - 1} (seeds.num_shards)")
-    todo = [i for i in all_ids[shard::shards] if not readable(out / f"{i}.npz")]   # a damaged file is redone
+    todo = [i for i in all_ids[shard::shards] if not readable(out / f"{i}.npz")]  # a damaged file is redone
     log.info("seeds/%s: %d of %d images to export (shard %d/%d)", stage.method, len(todo), len(all_ids), shard, shards)
     dataset = MultiScaleDataset(data_cfg.root, todo, data.labels, stage.scales, data_cfg.mean, data_cfg.std)
     buckets = size_buckets([image_size(data_cfg.root, i) for i in todo], stage.bucket_size)
-    loader = DataLoader(dataset, batch_sampler=buckets, collate_fn=collate_multiscale,
-                        num_workers=cfg.runtime.num_workers)
+    loader = DataLoader(
+        dataset, batch_sampler=buckets, collate_fn=collate_multiscale, num_workers=cfg.runtime.num_workers
+    )
     high_dtype = np.dtype(stage.high_res_dtype)
 
     def export(batch: dict) -> list[dict[str, torch.Tensor]]:
@@ -208,22 +236,36 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         if stage.method in ("cam", "recam"):
             return export_batch(model, weight, batch, device, amp, stage.flip)
         # float32: the gradient and score methods do not run under autocast
-        return export_batch_method(model, batch, device, stage.method, stage.target_layer, method_options(stage),
-                                   stage.flip)
+        return export_batch_method(
+            model, batch, device, stage.method, stage.target_layer, method_options(stage), stage.flip
+        )
 
-    with PeakMemory(device) as memory, \
-            progress(total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True,
-                 disable=not is_main()) as bar:
+    with (
+        PeakMemory(device) as memory,
+        progress(
+            total=len(todo), desc=f"seeds/{stage.method}", unit="img", dynamic_ncols=True, disable=not is_main()
+        ) as bar,
+    ):
         for batch in loader:
             for image_id, label, seed in zip(batch["ids"], batch["labels"], export(batch)):
                 extra = {"scores": seed["scores"].cpu().numpy().astype(np.float32)} if "scores" in seed else {}
-                save_npz(out / f"{image_id}.npz", keys=np.flatnonzero(label > 0).astype(np.int64),
-                         cam=seed["cam"].cpu().numpy().astype(np.float32),
-                         high_res=seed["high_res"].cpu().numpy().astype(high_dtype), **extra)
+                save_npz(
+                    out / f"{image_id}.npz",
+                    keys=np.flatnonzero(label > 0).astype(np.int64),
+                    cam=seed["cam"].cpu().numpy().astype(np.float32),
+                    high_res=seed["high_res"].cpu().numpy().astype(high_dtype),
+                    **extra,
+                )
             bar.update(len(batch["ids"]))
     missing = [i for i in all_ids if not (out / f"{i}.npz").is_file()]
-    results = {"method": stage.method, "split": stage.split, "images": len(all_ids), "exported_now": len(todo),
-               "seconds_per_image": round(bar.format_dict["elapsed"] / max(len(todo), 1), 4), **memory.result()}
+    results = {
+        "method": stage.method,
+        "split": stage.split,
+        "images": len(all_ids),
+        "exported_now": len(todo),
+        "seconds_per_image": round(bar.format_dict["elapsed"] / max(len(todo), 1), 4),
+        **memory.result(),
+    }
     if missing:  # other shards still running: their last one to finish writes DONE
         log.info("seeds/%s: %d images belong to other shards and are not exported yet", stage.method, len(missing))
         return results

@@ -1,5 +1,6 @@
 """Stage `seg`: train DeepLab on the pseudo masks of stage `masks` (seg.labels=pseudo) or on the
 ground-truth masks (seg.labels=gt, the fully supervised upper bound), spec §7.1."""
+
 from __future__ import annotations
 
 import functools
@@ -32,11 +33,14 @@ def png_in(folder: Path, image_id: str) -> Path:
 
 def seg_step(model: MSC, batch: dict, balanced: bool = False) -> dict[str, torch.Tensor]:
     # Under torchrun the pixel mean is taken over the global batch: the divisor is the mean count over the ranks.
-    return {"loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_over_ranks,
-                             balanced=balanced)}
+    return {
+        "loss": msc_loss(model(batch["image"]), batch["label"], count_over_ranks=mean_over_ranks, balanced=balanced)
+    }
 
 
-def input_norm(model_config: dict, dataset_mean: list[float], dataset_std: list[float]) -> tuple[list[float], list[float]]:
+def input_norm(
+    model_config: dict, dataset_mean: list[float], dataset_std: list[float]
+) -> tuple[list[float], list[float]]:
     """(mean, std) of the network's input: the caffe convention (BGR mean on 0..255, no std; the
     BGR order is folded into the stem weights) for the AdvCAM layout, else the dataset's."""
     if model_config.get("layout") == "caffe":
@@ -52,8 +56,11 @@ def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
     source = rundir.require("cam") / "model.pt"
     model = build_seg_model(**model_config, pretrained="none")
     state = load_checkpoint(source)["model"]
-    load_model_state(model.base.backbone, {key.removeprefix("backbone."): value for key, value in state.items()
-                                           if key.startswith("backbone.")}, source)
+    load_model_state(
+        model.base.backbone,
+        {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")},
+        source,
+    )
     return model
 
 
@@ -82,20 +89,27 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         # VOC: SegmentationClass holds GT for train/val only; train_aug's is SBD's SegmentationClassAug.
         ids, folder = data.ids(stage.gt_split), Path(root) / stage.gt_folder
         if not folder.is_dir():
-            raise RecamInputError(f"recam: seg.labels=gt needs {folder} (seg.gt_folder={stage.gt_folder}) - unpack the "
-                                  "masks there or choose another seg.gt_folder / seg.gt_split")
+            raise RecamInputError(
+                f"recam: seg.labels=gt needs {folder} (seg.gt_folder={stage.gt_folder}) - unpack the "
+                "masks there or choose another seg.gt_folder / seg.gt_split"
+            )
     num_labels = len(data.class_names) + 1
     if stage.loss not in LOSSES:
         raise RecamInputError(f"recam: seg.loss={stage.loss!r} - use one of {', '.join(LOSSES)}")
-    model_config = {"name": stage.arch, "num_classes": num_labels, "output_stride": stage.output_stride,
-                    "fixed_bn": stage.fixed_bn, "msc_scales": list(stage.msc_scales),
-                    "layout": "caffe" if stage.pretrained.startswith(ADVCAM_PREFIX) else "torchvision"}
+    model_config = {
+        "name": stage.arch,
+        "num_classes": num_labels,
+        "output_stride": stage.output_stride,
+        "fixed_bn": stage.fixed_bn,
+        "msc_scales": list(stage.msc_scales),
+        "layout": "caffe" if stage.pretrained.startswith(ADVCAM_PREFIX) else "torchvision",
+    }
     mean, std = input_norm(model_config, cfg.dataset.mean, cfg.dataset.std)
-    model = build_model(stage.pretrained, model_config, rundir)   # bad arch / weights: before any write
-    per_rank_batch(stage.batch_size)   # the global micro-batch must split over the torchrun ranks
+    model = build_model(stage.pretrained, model_config, rundir)  # bad arch / weights: before any write
+    per_rank_batch(stage.batch_size)  # the global micro-batch must split over the torchrun ranks
     out = rundir.stage_dir("seg", stage.labels)
     slice_ = config_slice(cfg, "dataset", "seg", "runtime.seed")
-    slice_["seg"]["amp"] = amp = cfg.amp_for("seg")   # the resolved precision is what changes the outputs
+    slice_["seg"]["amp"] = amp = cfg.amp_for("seg")  # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
@@ -107,30 +121,82 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer, scheduler = make_seg_sgd(
-        seg_param_groups(model, lr=stage.lr, weight_decay=stage.weight_decay, head_lr_mult=stage.head_lr_mult,
-                         head_bias_lr_mult=stage.head_bias_lr_mult),
-        momentum=stage.momentum, max_step=stage.iterations, power=stage.poly_power, every=stage.lr_decay_every)
-    dataset = SegTrainDataset(root, ids, label_path, num_labels=num_labels, crop_size=stage.crop_size,
-                              scales=stage.scales, mean=mean, std=std, seed=cfg.runtime.seed)
+        seg_param_groups(
+            model,
+            lr=stage.lr,
+            weight_decay=stage.weight_decay,
+            head_lr_mult=stage.head_lr_mult,
+            head_bias_lr_mult=stage.head_bias_lr_mult,
+        ),
+        momentum=stage.momentum,
+        max_step=stage.iterations,
+        power=stage.poly_power,
+        every=stage.lr_decay_every,
+    )
+    dataset = SegTrainDataset(
+        root,
+        ids,
+        label_path,
+        num_labels=num_labels,
+        crop_size=stage.crop_size,
+        scales=stage.scales,
+        mean=mean,
+        std=std,
+        seed=cfg.runtime.seed,
+    )
 
     def batches(start: int) -> DataLoader:
-        sampler = StepBatchSampler(len(dataset), stage.batch_size, seed=cfg.runtime.seed, start=start,
-                                   total=stage.iterations * stage.iter_size, num_replicas=world_size(), rank=rank())
-        return DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.runtime.num_workers,
-                          pin_memory=device.type == "cuda", generator=loader_generator(cfg.runtime.seed + start))
+        sampler = StepBatchSampler(
+            len(dataset),
+            stage.batch_size,
+            seed=cfg.runtime.seed,
+            start=start,
+            total=stage.iterations * stage.iter_size,
+            num_replicas=world_size(),
+            rank=rank(),
+        )
+        return DataLoader(
+            dataset,
+            batch_sampler=sampler,
+            num_workers=cfg.runtime.num_workers,
+            pin_memory=device.type == "cuda",
+            generator=loader_generator(cfg.runtime.seed + start),
+        )
 
     extra = {"config": slice_, "class_names": data.class_names, "model_config": model_config}
     trained = train_iterations(
-        model=model, batches=batches, step_fn=functools.partial(seg_step, balanced=stage.loss == "balanced"), optimizer=optimizer, scheduler=scheduler,
-        iterations=stage.iterations, iter_size=stage.iter_size, device=device, checkpoint_dir=out / "checkpoints",
-        checkpoint_extra=extra, checkpoint_every=stage.checkpoint_every, amp=amp,
-        channels_last=cfg.runtime.channels_last, grad_clip=stage.grad_clip, desc=f"seg/{stage.labels}",
-        log_every=stage.log_every, writer=tensorboard_writer(out), compile_model=cfg.runtime.compile)
+        model=model,
+        batches=batches,
+        step_fn=functools.partial(seg_step, balanced=stage.loss == "balanced"),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        iterations=stage.iterations,
+        iter_size=stage.iter_size,
+        device=device,
+        checkpoint_dir=out / "checkpoints",
+        checkpoint_extra=extra,
+        checkpoint_every=stage.checkpoint_every,
+        amp=amp,
+        channels_last=cfg.runtime.channels_last,
+        grad_clip=stage.grad_clip,
+        desc=f"seg/{stage.labels}",
+        log_every=stage.log_every,
+        writer=tensorboard_writer(out),
+        compile_model=cfg.runtime.compile,
+    )
     save_checkpoint(out / "model.pt", {"model": model.state_dict(), **extra})
-    results = {"labels": stage.labels, "masks": stage.masks if stage.labels == "pseudo" else None,
-               "images": len(ids), **trained}
-    table = (f"# seg/{stage.labels}: {stage.arch}, {stage.iterations} iterations on {len(ids)} images\n\n"
-             + markdown_table(["iteration", "loss", "lr", "images/s"],
-                              [[h["iteration"], h["loss"], h["lr"], h["images_per_s"]] for h in trained["history"]]))
+    results = {
+        "labels": stage.labels,
+        "masks": stage.masks if stage.labels == "pseudo" else None,
+        "images": len(ids),
+        **trained,
+    }
+    table = (
+        f"# seg/{stage.labels}: {stage.arch}, {stage.iterations} iterations on {len(ids)} images\n\n"
+        + markdown_table(
+            ["iteration", "loss", "lr", "images/s"],
+            [[h["iteration"], h["loss"], h["lr"], h["images_per_s"]] for h in trained["history"]],
+        )
+    )
     rundir.finish(out, slice_, results, table)
     return results

@@ -6,6 +6,7 @@ and finds the swept settings: `summary.key`, or else every config value that dif
 runs. Writes `summary.md`, `summary.csv` and `summary.png` (mIoU against the swept value) into
 the scanned folder and prints the table.
 """
+
 from __future__ import annotations
 
 import csv
@@ -48,8 +49,10 @@ def gather(folder: Path, key: str | None = None) -> tuple[list[str], list[dict[s
     """(swept keys, one row per run: {run, <swept keys>, <eval key>: miou, ...})."""
     runs = find_runs(folder)
     if not runs:
-        raise RecamInputError(f"recam: no run with a summary.json under {folder} - run the sweep first "
-                              "(make sweep-lambda) or point summary.runs at its folder")
+        raise RecamInputError(
+            f"recam: no run with a summary.json under {folder} - run the sweep first "
+            "(make sweep-lambda) or point summary.runs at its folder"
+        )
     settings = {run: run_settings(run) for run in runs}
     if key:
         keys = [key]
@@ -64,7 +67,7 @@ def gather(folder: Path, key: str | None = None) -> tuple[list[str], list[dict[s
         row: dict[str, Any] = {"run": str(run.relative_to(folder)) or "."}
         row.update({k: settings[run].get(k) for k in keys})
         for entry, values in read_json(run / "summary.json").items():
-            if "miou" not in values and "gt_known_loc" in values:   # eval_loc: boxes, no mIoU
+            if "miou" not in values and "gt_known_loc" in values:  # eval_loc: boxes, no mIoU
                 row[f"{entry} (GT-known loc)"] = values["gt_known_loc"]
                 continue
             row[entry] = values.get("miou")
@@ -80,8 +83,10 @@ def plot(keys: list[str], rows: list[dict[str, Any]], columns: list[str], path: 
     if not numeric:
         return False
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     numeric.sort(key=lambda r: r[keys[0]])
     figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=110)
     for column in columns:

@@ -12,6 +12,7 @@ For `visualize.ids` (or the first `num_images` of `visualize.split`), with the `
                                   masks/<m>/<id>.png, eval_seg/<labels>/**/<id>.png
     visualize/index.html          one page indexing them
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -60,19 +61,26 @@ def label_pictures(rundir: RunDir, root: str, image_id: str) -> list[tuple[np.nd
         evaluated = read_json(scores) if scores.is_file() else {}
         t = evaluated.get("threshold_auto", evaluated.get("threshold", DEFAULT_THRESHOLD.get(method, 0.15)))
         seed = load_npz(folder / f"{image_id}.npz")
-        found.append((colorize_labels(seed_label(seed["high_res"].astype(np.float32), seed["keys"], t)),
-                      f"seeds/{method} t={t:.2f}"))
+        found.append(
+            (
+                colorize_labels(seed_label(seed["high_res"].astype(np.float32), seed["keys"], t)),
+                f"seeds/{method} t={t:.2f}",
+            )
+        )
     for stage in ("masks", "eval_seg"):
         base = rundir.stage_dir(stage)
         for path in sorted(base.glob(f"*/{image_id}.png")) + sorted(base.glob(f"*/*/{image_id}.png")):
             if any(is_side_folder(part) for part in path.relative_to(base).parents if part.name):
                 continue
-            found.append((colorize_labels(load_label_png(path)), str(path.parent.relative_to(rundir.stage_dir(stage).parent))))
+            found.append(
+                (colorize_labels(load_label_png(path)), str(path.parent.relative_to(rundir.stage_dir(stage).parent)))
+            )
     return found
 
 
-def box_pictures(rundir: RunDir, root: str, image_id: str, rgb: np.ndarray, class_names: list[str],
-                 alpha: float) -> list[tuple[np.ndarray, str]]:
+def box_pictures(
+    rundir: RunDir, root: str, image_id: str, rgb: np.ndarray, class_names: list[str], alpha: float
+) -> list[tuple[np.ndarray, str]]:
     """Per seeds/<m> of the id and per class with GT boxes: the heat map with the GT boxes (green)
     and the `simple` box at eval_loc/<m>'s best tau (red)."""
     boxes = voc_boxes(root, image_id, class_names)
@@ -120,15 +128,22 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         x = multiscale_inputs(rgb, [1.0], cfg.dataset.mean, cfg.dataset.std)[0].unsqueeze(0).to(device)
         keys = np.flatnonzero(data.labels[image_id] > 0).tolist()
         names = [data.class_names[k] for k in keys]
-        heat = {m: normalize_max(resize_maps(compute_cams(m, model, stage.target_layer, x, keys, **options),
-                                             rgb.shape[:2]))[0].cpu().numpy() for m in stage.methods}
+        heat = {
+            m: normalize_max(
+                resize_maps(compute_cams(m, model, stage.target_layer, x, keys, **options), rgb.shape[:2])
+            )[0]
+            .cpu()
+            .numpy()
+            for m in stage.methods
+        }
         cells, captions = [], []
-        for k, name in enumerate(names):   # one row per class: the image, then each method
+        for k, name in enumerate(names):  # one row per class: the image, then each method
             cells += [rgb] + [overlay(rgb, heat[m][k], stage.overlay_alpha) for m in stage.methods]
             captions += [name] + [TITLES[m] for m in stage.methods]
         folder = out / image_id
-        save_png(folder / "overlays.png", tile([upscale(c, scale) for c in cells], captions,
-                                               columns=1 + len(stage.methods)))
+        save_png(
+            folder / "overlays.png", tile([upscale(c, scale) for c in cells], captions, columns=1 + len(stage.methods))
+        )
         with torch.no_grad(), capture(model.get_submodule(stage.feature_layer)) as features:
             model(x)
         save_png(folder / "features.png", upscale(feature_grid(features.get()[0], stage.feature_channels), scale))
@@ -142,15 +157,31 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
             save_png(folder / "boxes.png", tile([upscale(p, scale) for p, _ in located], [t for _, t in located]))
         labels = label_pictures(rundir, cfg.dataset.root, image_id)
         save_png(folder / "labels.png", tile([upscale(p, scale) for p, _ in labels], [t for _, t in labels]))
-        sections.append(Section(f"{image_id}: {', '.join(names)}", pictures=[
-            (f"{image_id}/overlays.png", "CAM heat maps: one row per class, one column per method"),
-            *([(f"{image_id}/boxes.png", "boxes: GT (green) and the largest-component box at the best tau (red)")]
-              if located else []),
-            (f"{image_id}/labels.png", "ground truth, seeds, masks and predictions present for this image"),
-            (f"{image_id}/guided.png", "guided backprop, deconvnet, guided Grad-CAM per class"),
-            (f"{image_id}/features.png", f"first {stage.feature_channels} channels of {stage.feature_layer}")]))
-    intro = (f"Run {cfg.run.name}: the `cam` classifier on {len(ids)} images of {stage.split}; methods "
-             f"{', '.join(TITLES[m] for m in stage.methods)} at {stage.target_layer} (heat maps max-normalised, JET).")
+        sections.append(
+            Section(
+                f"{image_id}: {', '.join(names)}",
+                pictures=[
+                    (f"{image_id}/overlays.png", "CAM heat maps: one row per class, one column per method"),
+                    *(
+                        [
+                            (
+                                f"{image_id}/boxes.png",
+                                "boxes: GT (green) and the largest-component box at the best tau (red)",
+                            )
+                        ]
+                        if located
+                        else []
+                    ),
+                    (f"{image_id}/labels.png", "ground truth, seeds, masks and predictions present for this image"),
+                    (f"{image_id}/guided.png", "guided backprop, deconvnet, guided Grad-CAM per class"),
+                    (f"{image_id}/features.png", f"first {stage.feature_channels} channels of {stage.feature_layer}"),
+                ],
+            )
+        )
+    intro = (
+        f"Run {cfg.run.name}: the `cam` classifier on {len(ids)} images of {stage.split}; methods "
+        f"{', '.join(TITLES[m] for m in stage.methods)} at {stage.target_layer} (heat maps max-normalised, JET)."
+    )
     write_text(out / "index.html", index_page(f"recam visualize: {cfg.run.name}", intro, sections))
     results = {"images": ids, "methods": list(stage.methods), "index": str(out / "index.html")}
     rundir.finish(out, config_slice(cfg, "dataset", "model", "seeds", "visualize"), results)

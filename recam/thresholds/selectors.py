@@ -26,6 +26,7 @@ m <= t (a tie goes to background), else the class of that largest score.
 On a plateau of equally good candidates (a clean two-level map) each returns its middle.
 Nothing here reads files or picks a device.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -51,6 +52,7 @@ class ScoreMap:
       upsampled, max-normalised walk); keys: (n,) int 0-based classes (image-level labels);
     image: (H, W, 3) uint8 RGB, needed only by `edges`, `crf` and `consensus`.
     """
+
     scores: np.ndarray
     keys: np.ndarray
     image: np.ndarray | None = None
@@ -61,6 +63,7 @@ class Selection:
     """A selector's answer: `threshold` (one of the candidates), `score` (confidence in [0, 1],
     comparable between runs of one selector only) and `curve` (candidate t -> criterion; for
     `consensus` the thresholds of its two parts)."""
+
     selector: str
     threshold: float
     score: float
@@ -151,7 +154,7 @@ def _middle_of_best(grid: np.ndarray, criterion: np.ndarray, maximise: bool) -> 
     first, last = max(runs, key=lambda run: run[1] - run[0])
     middle = (grid[keep[first]] + grid[keep[last]]) / 2
     # The evaluated candidate nearest the middle (the lower one of two equally near).
-    return int(keep[first:last + 1][np.argmin(np.abs(grid[keep[first:last + 1]] - middle + 1e-12))])
+    return int(keep[first : last + 1][np.argmin(np.abs(grid[keep[first : last + 1]] - middle + 1e-12))])
 
 
 def select_otsu(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
@@ -167,8 +170,12 @@ def select_otsu(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
     index = _middle_of_best(grid, between, maximise=True)
     variance = moments["q"] - moments["s"] ** 2
     score = float(between[index] / variance) if variance > 0 else 0.0
-    return Selection("otsu", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
-                     dict(zip(grid.tolist(), np.nan_to_num(between).tolist())))
+    return Selection(
+        "otsu",
+        float(grid[index]),
+        float(np.clip(score, 0.0, 1.0)),
+        dict(zip(grid.tolist(), np.nan_to_num(between).tolist())),
+    )
 
 
 def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2) -> Selection:
@@ -182,7 +189,7 @@ def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2
     grid = np.asarray(grid, dtype=np.float64)
     step = float(np.min(np.diff(grid))) if grid.size > 1 else 0.01
     lo, hi = np.clip(grid - window * step, 0.0, 1.0), np.clip(grid + window * step, 0.0, 1.0)
-    areas = 1.0 - _pooled_moments(maps, np.concatenate([grid, lo, hi]))["w_bg"]   # A(t): pooled foreground share
+    areas = 1.0 - _pooled_moments(maps, np.concatenate([grid, lo, hi]))["w_bg"]  # A(t): pooled foreground share
     area, area_lo, area_hi = np.split(areas, 3)
     side = np.minimum(area, 1.0 - area)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,8 +199,12 @@ def select_stability(maps: Sequence[ScoreMap], grid: np.ndarray, window: int = 2
     finite = change[np.isfinite(change)]
     median = float(np.median(finite))
     score = 1.0 - float(change[index]) / median if median > 0 else 0.0
-    return Selection("stability", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
-                     dict(zip(grid.tolist(), np.where(np.isfinite(change), change, -1.0).tolist())))
+    return Selection(
+        "stability",
+        float(grid[index]),
+        float(np.clip(score, 0.0, 1.0)),
+        dict(zip(grid.tolist(), np.where(np.isfinite(change), change, -1.0).tolist())),
+    )
 
 
 def _image_gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -205,7 +216,9 @@ def _image_gradient(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (down / mean, right / mean) if mean > 0 else (down, right)
 
 
-def edge_contrast(score_map: ScoreMap, threshold: float, gradient: tuple[np.ndarray, np.ndarray] | None = None) -> float:
+def edge_contrast(
+    score_map: ScoreMap, threshold: float, gradient: tuple[np.ndarray, np.ndarray] | None = None
+) -> float:
     """Mean normalised image gradient across the borders of the seed label at `threshold`
     (pixel pairs whose labels differ, background and classes alike); NaN without a border."""
     if score_map.image is None:
@@ -232,7 +245,7 @@ def select_edges(maps: Sequence[ScoreMap], grid: np.ndarray, *, smooth: int = 2)
     raw = np.full(grid.size, np.nan)
     for i, t in enumerate(grid):
         values = [edge_contrast(m, float(t), g) for m, g in zip(usable, gradients)]
-        values = [v for v in values if np.isfinite(v)]   # images without a border at t say nothing
+        values = [v for v in values if np.isfinite(v)]  # images without a border at t say nothing
         if values:
             raw[i] = float(np.mean(values))
     kernel = np.ones(2 * smooth + 1)
@@ -244,8 +257,12 @@ def select_edges(maps: Sequence[ScoreMap], grid: np.ndarray, *, smooth: int = 2)
     index = _middle_of_best(grid, criterion, maximise=True)
     finite = criterion[np.isfinite(criterion)]
     score = 1.0 - float(np.median(finite)) / float(criterion[index]) if criterion[index] > 0 else 0.0
-    return Selection("edges", float(grid[index]), float(np.clip(score, 0.0, 1.0)),
-                     dict(zip(grid.tolist(), np.where(np.isfinite(criterion), criterion, -1.0).tolist())))
+    return Selection(
+        "edges",
+        float(grid[index]),
+        float(np.clip(score, 0.0, 1.0)),
+        dict(zip(grid.tolist(), np.where(np.isfinite(criterion), criterion, -1.0).tolist())),
+    )
 
 
 def label_agreement(label: np.ndarray, refined: np.ndarray, num_labels: int) -> float:
@@ -259,8 +276,9 @@ def label_agreement(label: np.ndarray, refined: np.ndarray, num_labels: int) -> 
     return float(np.mean(ious))
 
 
-def crf_agreement(score_map: ScoreMap, threshold: float, *, gt_prob: float = 0.7,
-                  kernels: CrfKernels = IR_LABEL_KERNELS) -> float:
+def crf_agreement(
+    score_map: ScoreMap, threshold: float, *, gt_prob: float = 0.7, kernels: CrfKernels = IR_LABEL_KERNELS
+) -> float:
     """`label_agreement` of one image's seed label at `threshold` with its dense-CRF refinement
     (compact labels: 0 background, c+1 the image's c-th class)."""
     if score_map.image is None:
@@ -271,8 +289,14 @@ def crf_agreement(score_map: ScoreMap, threshold: float, *, gt_prob: float = 0.7
     return label_agreement(label, refined, scores.shape[0] + 1)
 
 
-def select_crf(maps: Sequence[ScoreMap], grid: np.ndarray, *, coarse: int = 5, gt_prob: float = 0.7,
-               kernels: CrfKernels = IR_LABEL_KERNELS) -> Selection:
+def select_crf(
+    maps: Sequence[ScoreMap],
+    grid: np.ndarray,
+    *,
+    coarse: int = 5,
+    gt_prob: float = 0.7,
+    kernels: CrfKernels = IR_LABEL_KERNELS,
+) -> Selection:
     """The t of largest mean CRF agreement (see the module docstring).
 
     Cost: one dense CRF per image and visited candidate. Coarse to fine: every `coarse`-th
@@ -289,8 +313,9 @@ def select_crf(maps: Sequence[ScoreMap], grid: np.ndarray, *, coarse: int = 5, g
     def visit(indices: Sequence[int]) -> None:
         for i in indices:
             if np.isnan(criterion[i]):
-                criterion[i] = np.mean([crf_agreement(m, float(grid[i]), gt_prob=gt_prob, kernels=kernels)
-                                        for m in usable])
+                criterion[i] = np.mean(
+                    [crf_agreement(m, float(grid[i]), gt_prob=gt_prob, kernels=kernels) for m in usable]
+                )
 
     step = max(int(coarse), 1)
     visit(range(0, grid.size, step))
@@ -303,8 +328,12 @@ def select_crf(maps: Sequence[ScoreMap], grid: np.ndarray, *, coarse: int = 5, g
         visit(range(max(index - step + 1, 0), min(index + step, grid.size)))
         index = _middle_of_best(grid, criterion, maximise=True)
     visited = ~np.isnan(criterion)
-    return Selection("crf", float(grid[index]), float(criterion[index]),
-                     dict(zip(grid[visited].tolist(), criterion[visited].tolist())))
+    return Selection(
+        "crf",
+        float(grid[index]),
+        float(criterion[index]),
+        dict(zip(grid[visited].tolist(), criterion[visited].tolist())),
+    )
 
 
 def select_consensus(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
@@ -315,8 +344,12 @@ def select_consensus(maps: Sequence[ScoreMap], grid: np.ndarray) -> Selection:
     otsu, edges = select_otsu(maps, grid), select_edges(maps, grid)
     middle = (otsu.threshold + edges.threshold) / 2
     index = int(np.argmin(np.abs(grid - middle + 1e-12)))
-    return Selection("consensus", float(grid[index]), float(np.clip(1.0 - abs(otsu.threshold - edges.threshold), 0, 1)),
-                     {"otsu": otsu.threshold, "edges": edges.threshold})
+    return Selection(
+        "consensus",
+        float(grid[index]),
+        float(np.clip(1.0 - abs(otsu.threshold - edges.threshold), 0, 1)),
+        {"otsu": otsu.threshold, "edges": edges.threshold},
+    )
 
 
 SELECTORS: dict[str, Callable[..., Selection]] = {

@@ -5,6 +5,7 @@ package does not need matplotlib or OpenCV: each channel is the piecewise-linear
 clip(1.5 - |4v - c|, 0, 1) with c = 3 (red), 2 (green), 1 (blue), the usual closed form of
 MATLAB's / OpenCV's JET.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -74,8 +75,8 @@ def draw_box(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], w
     x0, x1 = max(0, min(x0, wide - 1)), max(0, min(x1, wide - 1))
     y0, y1 = max(0, min(y0, height - 1)), max(0, min(y1, height - 1))
     for t in range(width):
-        out[min(y0 + t, y1), x0:x1 + 1] = colour
-        out[max(y1 - t, y0), x0:x1 + 1] = colour
-        out[y0:y1 + 1, min(x0 + t, x1)] = colour
-        out[y0:y1 + 1, max(x1 - t, x0)] = colour
+        out[min(y0 + t, y1), x0 : x1 + 1] = colour
+        out[max(y1 - t, y0), x0 : x1 + 1] = colour
+        out[y0 : y1 + 1, min(x0 + t, x1)] = colour
+        out[y0 : y1 + 1, max(x1 - t, x0)] = colour
     return out

@@ -1,4 +1,5 @@
 """Every experiment, stage and dataset file composes and validates; typos fail at start."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -68,10 +69,19 @@ def test_coco14_paper_holds_every_setting_of_spec_11_6() -> None:
     assert cfg.eval_seeds.threshold == 0.15
     assert (cfg.ir_labels.fg_threshold, cfg.ir_labels.bg_threshold) == (0.35, 0.10)
     assert cfg.masks.bg_threshold == 0.25 and (cfg.masks.radius, cfg.masks.beta, cfg.masks.exp_times) == (5, 10.0, 8)
-    assert {cfg.seeds.split, cfg.eval_seeds.split, cfg.ir_labels.split, cfg.irn.split, cfg.masks.split,
-            cfg.eval_masks.split, cfg.seg.split} == {"train"}
+    assert {
+        cfg.seeds.split,
+        cfg.eval_seeds.split,
+        cfg.ir_labels.split,
+        cfg.irn.split,
+        cfg.masks.split,
+        cfg.eval_masks.split,
+        cfg.seg.split,
+    } == {"train"}
     assert (cfg.seg.iterations, cfg.seg.batch_size, cfg.seg.iter_size, cfg.seg.lr) == (100000, 10, 2, 2e-4)
-    assert cfg.seg.lr * cfg.seg.head_lr_mult == pytest.approx(2e-3) and cfg.seg.lr * cfg.seg.head_bias_lr_mult == pytest.approx(4e-3)
+    assert cfg.seg.lr * cfg.seg.head_lr_mult == pytest.approx(
+        2e-3
+    ) and cfg.seg.lr * cfg.seg.head_bias_lr_mult == pytest.approx(4e-3)
     assert cfg.eval_seg.split == "val" and cfg.dataset.root.endswith("recam_view_recam")
     assert compose_config(["experiment=coco14_paper", "dataset.protocol=coco2voc"]).dataset.root.endswith("coco2voc")
 

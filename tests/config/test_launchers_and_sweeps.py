@@ -1,4 +1,5 @@
 """The sweep files and the SLURM launcher config compose with Hydra's own config."""
+
 from __future__ import annotations
 
 

@@ -3,6 +3,7 @@
 The mask chain (ir_labels, masks/crf, masks/irn) runs on a copy of the dataset that has no mask
 folder at all, so an auto choice that opened a mask would fail here.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,14 @@ def _images_only(cfg, tmp_path: Path) -> Path:
 
 def _overrides(cfg, tmp_path: Path, root, *extra: str) -> list[str]:
     rundir = RunDir(cfg.run)
-    return [f"run.root={tmp_path / 'outputs'}", "run.name=auto", f"dataset.root={root}", "debug=tiny",
-            *(f"+run.inputs.{s}={rundir.stage_dir(s)}" for s in ("prepare", "cam", "seeds", "irn")), *extra]
+    return [
+        f"run.root={tmp_path / 'outputs'}",
+        "run.name=auto",
+        f"dataset.root={root}",
+        "debug=tiny",
+        *(f"+run.inputs.{s}={rundir.stage_dir(s)}" for s in ("prepare", "cam", "seeds", "irn")),
+        *extra,
+    ]
 
 
 def _expected_seed_threshold(cfg, method: str) -> float:
@@ -42,8 +49,13 @@ def _expected_seed_threshold(cfg, method: str) -> float:
     maps = []
     for image_id in sample_ids(ids, cfg.thresholds.sample_size, cfg.thresholds.seed):
         seed = load_npz(rundir.stage_dir("seeds", method) / f"{image_id}.npz")
-        maps.append(ScoreMap(seed["high_res"].astype(np.float32), seed["keys"],
-                             load_rgb(Path(cfg.dataset.root) / "JPEGImages" / f"{image_id}.jpg")))
+        maps.append(
+            ScoreMap(
+                seed["high_res"].astype(np.float32),
+                seed["keys"],
+                load_rgb(Path(cfg.dataset.root) / "JPEGImages" / f"{image_id}.jpg"),
+            )
+        )
     return select_threshold(cfg.thresholds.selector, maps, candidate_grid(*cfg.thresholds.grid)).threshold
 
 
@@ -51,8 +63,18 @@ def test_auto_thresholds_without_ground_truth_and_next_to_the_oracle(tiny_all, t
     cfg, _ = tiny_all
     expected = _expected_seed_threshold(cfg, "cam")
     # Seeds: eval_seeds needs the ground truth for its oracle sweep, not for the auto choice.
-    results = run_stage(compose_config(_overrides(cfg, tmp_path, cfg.dataset.root, "stage=eval_seeds",
-                                                  "eval_seeds.method=cam", "eval_seeds.threshold=auto")))
+    results = run_stage(
+        compose_config(
+            _overrides(
+                cfg,
+                tmp_path,
+                cfg.dataset.root,
+                "stage=eval_seeds",
+                "eval_seeds.method=cam",
+                "eval_seeds.threshold=auto",
+            )
+        )
+    )
     assert results["threshold_auto"] == results["threshold_fixed"] == expected
     assert results["auto"]["selector"] == cfg.thresholds.selector == "consensus"
     assert results["miou_fixed"] == pytest.approx(results["sweep"][f"{expected:.2f}"])
@@ -61,21 +83,49 @@ def test_auto_thresholds_without_ground_truth_and_next_to_the_oracle(tiny_all, t
     # The mask chain on images alone: no mask folder exists under this dataset root.
     root = _images_only(cfg, tmp_path)
     common = ["ir_labels.seeds=cam", "masks.seeds=cam"]
-    ir = run_stage(compose_config(_overrides(cfg, tmp_path, root, "stage=ir_labels", *common,
-                                             "ir_labels.fg_threshold=auto", "ir_labels.bg_threshold=auto")))
+    ir = run_stage(
+        compose_config(
+            _overrides(
+                cfg,
+                tmp_path,
+                root,
+                "stage=ir_labels",
+                *common,
+                "ir_labels.fg_threshold=auto",
+                "ir_labels.bg_threshold=auto",
+            )
+        )
+    )
     linked = linked_thresholds(expected)
     assert (ir["fg_threshold"], ir["bg_threshold"]) == (linked["fg"], linked["bg"])
     assert ir["auto"]["seed_threshold"] == expected
-    crf = run_stage(compose_config(_overrides(cfg, tmp_path, root, "stage=masks", "masks.method=crf", *common,
-                                              "masks.seed_threshold=auto")))
+    crf = run_stage(
+        compose_config(
+            _overrides(cfg, tmp_path, root, "stage=masks", "masks.method=crf", *common, "masks.seed_threshold=auto")
+        )
+    )
     assert crf["threshold"] == expected and crf["auto"]["threshold"] == expected
-    irn = run_stage(compose_config(_overrides(cfg, tmp_path, root, "stage=masks", "masks.method=irn", *common,
-                                              "masks.bg_threshold=auto")))
+    irn = run_stage(
+        compose_config(
+            _overrides(cfg, tmp_path, root, "stage=masks", "masks.method=irn", *common, "masks.bg_threshold=auto")
+        )
+    )
     assert irn["threshold"] == irn["auto"]["threshold"] and 0.05 <= irn["threshold"] <= 0.95
 
     # eval_masks (with the ground truth again) carries the choice; the walk's sweep gives the gap.
-    evaluated = run_stage(compose_config(_overrides(cfg, tmp_path, cfg.dataset.root, "stage=eval_masks",
-                                                    "eval_masks.method=irn", *common, "masks.bg_threshold=auto")))
+    evaluated = run_stage(
+        compose_config(
+            _overrides(
+                cfg,
+                tmp_path,
+                cfg.dataset.root,
+                "stage=eval_masks",
+                "eval_masks.method=irn",
+                *common,
+                "masks.bg_threshold=auto",
+            )
+        )
+    )
     assert evaluated["threshold_auto"] == irn["threshold"]
     assert evaluated["gap"] == pytest.approx(evaluated["miou"] - evaluated["miou_auto"]) and evaluated["gap"] >= 0
     summary = json.loads((tmp_path / "outputs" / "auto" / "summary.json").read_text())
@@ -92,9 +142,14 @@ def test_a_bad_threshold_value_is_one_line_naming_the_key(value) -> None:
     assert threshold_setting("auto", "k") == "auto" and threshold_setting(0.3, "k") == 0.3
 
 
-@pytest.mark.parametrize("override,key", [("thresholds.selector=oracle", "thresholds.selector"),
-                                          ("thresholds.grid=[0.5,0.4,0.01]", "thresholds.grid"),
-                                          ("thresholds.sample_size=0", "thresholds.sample_size")])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("thresholds.selector=oracle", "thresholds.selector"),
+        ("thresholds.grid=[0.5,0.4,0.01]", "thresholds.grid"),
+        ("thresholds.sample_size=0", "thresholds.sample_size"),
+    ],
+)
 def test_bad_selector_settings_fail_with_one_line(override: str, key: str) -> None:
     with pytest.raises(RecamInputError, match=key):
         check_thresholds(compose_config([override]).thresholds)

@@ -1,5 +1,6 @@
 """The CAM family in the pipeline on a tiny synthetic set (CPU): seeds.method=<family method>,
 eval_seeds unchanged, the cam_methods table and the visualize page."""
+
 from __future__ import annotations
 
 import re
@@ -14,8 +15,14 @@ from recam.rundir import RunDir
 from tests.conftest import compose_config
 
 # A few images at one scale keep every export to seconds on CPU.
-FAST = ["seeds.top_k=8", "seeds.n_samples=2", "seeds.chunk_size=16", "seeds.split=train", "seeds.scales=[1.0]",
-        "dataset.max_images=2"]
+FAST = [
+    "seeds.top_k=8",
+    "seeds.n_samples=2",
+    "seeds.chunk_size=16",
+    "seeds.split=train",
+    "seeds.scales=[1.0]",
+    "dataset.max_images=2",
+]
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +34,10 @@ def trained(tiny_run):
         run_stage(compose_config([*tiny_run, f"stage={stage}"]))
     shared = RunDir(compose_config(tiny_run).run)
     overrides = [o for o in tiny_run if not o.startswith("run.name=")] + [
-        "run.name=tiny_family", f"+run.inputs.prepare={shared.stage_dir('prepare')}",
-        f"+run.inputs.cam={shared.stage_dir('cam')}"]
+        "run.name=tiny_family",
+        f"+run.inputs.prepare={shared.stage_dir('prepare')}",
+        f"+run.inputs.cam={shared.stage_dir('cam')}",
+    ]
     run_stage(compose_config([*overrides, "stage=seeds", "seeds.method=cam", *FAST]))
     return overrides, RunDir(compose_config(overrides).run)
 
@@ -37,8 +46,9 @@ def trained(tiny_run):
 def test_family_seeds_are_exported_in_the_seed_format_and_scored(method, trained) -> None:
     overrides, rundir = trained
     run_stage(compose_config([*overrides, "stage=seeds", f"seeds.method={method}", *FAST]))
-    results = run_stage(compose_config([*overrides, "stage=eval_seeds", f"eval_seeds.method={method}",
-                                        "dataset.max_images=2"]))
+    results = run_stage(
+        compose_config([*overrides, "stage=eval_seeds", f"eval_seeds.method={method}", "dataset.max_images=2"])
+    )
     assert 0.0 < results["miou"] <= 1.0 and results["threshold_fixed"] == 0.15
     folder = rundir.stage_dir("seeds", method)
     exported = read_json(folder / "results.json")
@@ -70,20 +80,32 @@ def test_family_settings_do_not_touch_cam_seeds(trained) -> None:
     overrides, rundir = trained
     done = rundir.stage_dir("seeds", "cam") / "DONE"
     before = done.read_text()
-    run_stage(compose_config([*overrides, "stage=seeds", "seeds.method=cam", *FAST, "seeds.top_k=3",
-                              "seeds.noise_seed=4"]))
+    run_stage(
+        compose_config([*overrides, "stage=seeds", "seeds.method=cam", *FAST, "seeds.top_k=3", "seeds.noise_seed=4"])
+    )
     assert done.read_text() == before
 
 
 def test_cam_methods_table(trained, capsys) -> None:
     overrides, rundir = trained
-    results = run_stage(compose_config([*overrides, "stage=cam_methods", "cam_methods.methods=[cam,ablationcam]",
-                                        "cam_methods.max_images=2", "cam_methods.top_k=8"]))
+    results = run_stage(
+        compose_config(
+            [
+                *overrides,
+                "stage=cam_methods",
+                "cam_methods.methods=[cam,ablationcam]",
+                "cam_methods.max_images=2",
+                "cam_methods.top_k=8",
+            ]
+        )
+    )
     assert list(results["methods"]) == ["cam", "ablationcam"] and results["images"] == 2
     for record in results["methods"].values():
         assert 0 < record["miou"] <= 1 and record["seconds_per_image"] > 0 and record["peak_memory_mb"] >= 0
     folder = rundir.stage_dir("cam_methods")
-    assert (folder / "seeds" / "ablationcam" / "DONE").is_file() and (folder / "eval_seeds" / "ablationcam" / "DONE").is_file()
+    assert (folder / "seeds" / "ablationcam" / "DONE").is_file() and (
+        folder / "eval_seeds" / "ablationcam" / "DONE"
+    ).is_file()
     table = (folder / "results.md").read_text()
     assert "Ablation-CAM" in table and "| CAM |" in table
     assert "Ablation-CAM" in capsys.readouterr().out
@@ -94,20 +116,30 @@ def test_cam_methods_table(trained, capsys) -> None:
 
 def test_visualize_writes_pictures_and_an_index(trained) -> None:
     overrides, rundir = trained
-    results = run_stage(compose_config([*overrides, "stage=visualize", "visualize.num_images=1", "visualize.top_k=4",
-                                        "visualize.split=train", "seeds.n_samples=1",
-                                        "visualize.methods=[cam,scorecam]"]))
+    results = run_stage(
+        compose_config(
+            [
+                *overrides,
+                "stage=visualize",
+                "visualize.num_images=1",
+                "visualize.top_k=4",
+                "visualize.split=train",
+                "seeds.n_samples=1",
+                "visualize.methods=[cam,scorecam]",
+            ]
+        )
+    )
     folder = rundir.stage_dir("visualize")
     page = (folder / "index.html").read_text()
     pictures = re.findall(r"src='([^']+)'", page)
-    assert len(pictures) == 5 * len(results["images"])   # overlays, boxes, labels, guided, features
+    assert len(pictures) == 5 * len(results["images"])  # overlays, boxes, labels, guided, features
     for picture in pictures:
         with Image.open(folder / picture) as image:
             assert image.mode == "RGB" and image.width > 32
     image_id = results["images"][0]
     with Image.open(folder / image_id / "overlays.png") as overlays:
         width = overlays.size[0]
-    assert width > 3 * 48 * 2    # image + 2 methods, display_scale 2
+    assert width > 3 * 48 * 2  # image + 2 methods, display_scale 2
     # The image's seeds exist (test order: the seed tests ran first) and are shown next to the GT.
     with Image.open(folder / image_id / "labels.png") as labels:
         assert labels.width > 2 * 48 * 2

@@ -1,4 +1,5 @@
 """`stage=all` end to end on tiny COCO-format and folder datasets (CPU, debug=tiny)."""
+
 from __future__ import annotations
 
 import json
@@ -26,21 +27,37 @@ TINY = SyntheticParams(seed=0, n_train=10, n_val=4, n_extra=2, min_size=48, max_
 def coco_all(tmp_path_factory):
     base = tmp_path_factory.mktemp("coco")
     made = generate_synthetic_coco(base / "MSCOCO", TINY)
-    cfg = compose_config([f"run.root={base / 'out'}", "run.name=coco", "debug=tiny", "dataset=coco14",
-                          f"dataset.coco.root={base / 'MSCOCO'}", "stage=all"])
+    cfg = compose_config(
+        [
+            f"run.root={base / 'out'}",
+            "run.name=coco",
+            "debug=tiny",
+            "dataset=coco14",
+            f"dataset.coco.root={base / 'MSCOCO'}",
+            "stage=all",
+        ]
+    )
     return cfg, made, run_stage(cfg)
 
 
 def test_synthetic_coco_json_has_polygons_rles_and_crowd(coco_all) -> None:
     cfg, made, _ = coco_all
     instances = json.loads((Path(cfg.dataset.coco.root) / "annotations" / "instances_train2014.json").read_text())
-    kinds = {("polygon" if isinstance(a["segmentation"], list) else
-              "rle" if isinstance(a["segmentation"]["counts"], list) else "compressed") for a in instances["annotations"]}
+    kinds = {
+        (
+            "polygon"
+            if isinstance(a["segmentation"], list)
+            else "rle"
+            if isinstance(a["segmentation"]["counts"], list)
+            else "compressed"
+        )
+        for a in instances["annotations"]
+    }
     assert kinds == {"polygon", "rle", "compressed"}
     assert any(a["iscrowd"] for a in instances["annotations"])
     assert {a["category_id"] for a in instances["annotations"]} <= set(SYNTHETIC_COCO_IDS)
     assert made["images"] == {"train2014": 12, "val2014": 4}
-    assert not any(a["image_id"] == 1 for a in instances["annotations"])   # the unannotated image
+    assert not any(a["image_id"] == 1 for a in instances["annotations"])  # the unannotated image
 
 
 def test_stage_all_on_coco14_runs_every_step(coco_all) -> None:
@@ -50,14 +67,14 @@ def test_stage_all_on_coco14_runs_every_step(coco_all) -> None:
         assert (step_folder(rundir, stage, overrides) / "DONE").is_file(), (stage, overrides)
     prepared = rundir.stage_dir("prepare")
     train = (prepared / "train.txt").read_text().split()
-    assert train == [f"COCO_train2014_{i:012d}" for i in range(1, 13)]   # ascending id, JSON was descending
+    assert train == [f"COCO_train2014_{i:012d}" for i in range(1, 13)]  # ascending id, JSON was descending
     # The unannotated image: empty seed, all-0 IR label and pseudo mask (spec §11.5).
     first = train[0]
     seed = load_npz(rundir.stage_dir("seeds", "recam") / f"{first}.npz")
     assert seed["keys"].size == 0 and seed["high_res"].shape[0] == 0
     assert load_label_png(rundir.stage_dir("masks", "irn") / f"{first}.png").max() == 0
     assert results["eval_seeds/recam"]["images"] == 12
-    assert len(results["eval_seeds/recam"]["iou_fixed"]) == 81   # background + 80 classes
+    assert len(results["eval_seeds/recam"]["iou_fixed"]) == 81  # background + 80 classes
     assert 0.0 <= results["eval_masks/irn"]["miou_fixed"] <= 1.0
 
 
@@ -84,8 +101,17 @@ def build_folder(root: Path, count: int = 14) -> Path:
 
 
 def _folder_config(base: Path, *extra: str):
-    return compose_config([f"run.root={base / 'out'}", "run.name=folder", "debug=tiny", "dataset=folder",
-                           f"dataset.folder.root={base / 'mine'}", "dataset.folder.masks=masks", *extra])
+    return compose_config(
+        [
+            f"run.root={base / 'out'}",
+            "run.name=folder",
+            "debug=tiny",
+            "dataset=folder",
+            f"dataset.folder.root={base / 'mine'}",
+            "dataset.folder.masks=masks",
+            *extra,
+        ]
+    )
 
 
 def test_stage_all_on_a_folder_dataset(tmp_path: Path) -> None:
@@ -97,7 +123,7 @@ def test_stage_all_on_a_folder_dataset(tmp_path: Path) -> None:
         assert (step_folder(rundir, stage, overrides) / "DONE").is_file(), (stage, overrides)
     prepared = rundir.stage_dir("prepare")
     train, val = (prepared / "train.txt").read_text().split(), (prepared / "val.txt").read_text().split()
-    assert len(val) == 4 and len(train) == 10 and not set(train) & set(val)   # round(0.3 * 14) in val
+    assert len(val) == 4 and len(train) == 10 and not set(train) & set(val)  # round(0.3 * 14) in val
     assert results["eval_seeds/cam"]["images"] == 10 and len(results["eval_seeds/cam"]["iou_fixed"]) == 9
     assert set(results["eval_seeds/cam"]["miou_reference"]) == {"0.15", "0.21"}
     sweep = results["eval_seeds/cam"]["sweep"]
@@ -108,17 +134,33 @@ def test_stage_all_on_a_folder_dataset(tmp_path: Path) -> None:
     assert (RunDir(again.run).stage_dir("prepare") / "val.txt").read_text().split() == val
 
 
-@pytest.mark.parametrize("breakage, message", [
-    (lambda r: (r / "labels.csv").write_text("id,labels\nghost,disc\n"), "'ghost' but .* holds no ghost.jpg"),
-    (lambda r: (r / "labels.csv").write_text("img000,unicorn\n"), "labels 'img000' with 'unicorn', not a class"),
-    (lambda r: (r / "labels.csv").write_text("img000,disc\nimg000,star\n"), "line 2 repeats the id 'img000'"),
-    (lambda r: shutil.copy(r / "images" / "img001.jpg", r / "images" / "img001.png"), "two images of the id 'img001'"),
-    (lambda r: (r / "labels.json").write_text('{"img000": ["disc"], "img000": []}'), "repeats the id 'img000'"),
-    (lambda r: __import__("PIL.Image").Image.fromarray(np.zeros((5, 5), np.uint8)).save(r / "masks" / "img002.png"),
-     "mask .*img002.png is 5x5 but its image"),
-    (lambda r: ((r / "splits").mkdir(), (r / "splits" / "train.txt").write_text("img000\n"),
-                (r / "splits" / "val.txt").write_text("\n")), "val.txt is empty"),
-])
+@pytest.mark.parametrize(
+    "breakage, message",
+    [
+        (lambda r: (r / "labels.csv").write_text("id,labels\nghost,disc\n"), "'ghost' but .* holds no ghost.jpg"),
+        (lambda r: (r / "labels.csv").write_text("img000,unicorn\n"), "labels 'img000' with 'unicorn', not a class"),
+        (lambda r: (r / "labels.csv").write_text("img000,disc\nimg000,star\n"), "line 2 repeats the id 'img000'"),
+        (
+            lambda r: shutil.copy(r / "images" / "img001.jpg", r / "images" / "img001.png"),
+            "two images of the id 'img001'",
+        ),
+        (lambda r: (r / "labels.json").write_text('{"img000": ["disc"], "img000": []}'), "repeats the id 'img000'"),
+        (
+            lambda r: (
+                __import__("PIL.Image").Image.fromarray(np.zeros((5, 5), np.uint8)).save(r / "masks" / "img002.png")
+            ),
+            "mask .*img002.png is 5x5 but its image",
+        ),
+        (
+            lambda r: (
+                (r / "splits").mkdir(),
+                (r / "splits" / "train.txt").write_text("img000\n"),
+                (r / "splits" / "val.txt").write_text("\n"),
+            ),
+            "val.txt is empty",
+        ),
+    ],
+)
 def test_folder_inconsistencies_are_one_line_errors(tmp_path: Path, breakage, message) -> None:
     root = build_folder(tmp_path / "mine", count=4)
     breakage(root)
@@ -133,8 +175,14 @@ def test_folder_without_ground_truth_to_pseudo_masks(tmp_path: Path) -> None:
     """The README's three commands: prepare, train (cam + recam), then seeds -> IR labels -> IRN -> masks."""
     root = build_folder(tmp_path / "mine", count=10)
     shutil.rmtree(root / "masks")
-    base = [f"run.root={tmp_path / 'out'}", "run.name=mine", "debug=tiny", "dataset=folder",
-            f"dataset.folder.root={root}", "irn.val_split=null"]
+    base = [
+        f"run.root={tmp_path / 'out'}",
+        "run.name=mine",
+        "debug=tiny",
+        "dataset=folder",
+        f"dataset.folder.root={root}",
+        "irn.val_split=null",
+    ]
     run_stage(compose_config([*base, "stage=prepare"]))
     run_stage(compose_config([*base, "stage=all", "stage.steps=[cam,recam]"]))
     run_stage(compose_config([*base, "stage=all", "stage.steps=[seeds/recam,ir_labels,irn,masks/irn]"]))

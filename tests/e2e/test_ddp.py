@@ -1,5 +1,6 @@
 """torchrun with 2 CPU processes (gloo): the DDP classifier and the DDP DeepLab equal their
 one-process runs, and a sharded seed export equals the one-process export."""
+
 from __future__ import annotations
 
 import socket
@@ -29,13 +30,37 @@ def free_port() -> int:
 def test_two_process_ddp_matches_one_process(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     prepare = RunDir(cfg.run).stage_dir("prepare")
-    common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", f"+run.inputs.prepare={prepare}",
-              "model.fixed_bn=true", "cam.batch_size=4", "cam.epochs=2", "cam.max_steps=2", "cam.momentum=0.9"]
+    common = [
+        "debug=tiny",
+        f"run.root={tmp_path}",
+        f"dataset.root={cfg.dataset.root}",
+        f"+run.inputs.prepare={prepare}",
+        "model.fixed_bn=true",
+        "cam.batch_size=4",
+        "cam.epochs=2",
+        "cam.max_steps=2",
+        "cam.momentum=0.9",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "recam.train",
-         *common, "run.name=ddp", "stage=all", "stage.steps=[cam,seeds/cam]",
-         f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "recam.train",
+            *common,
+            "run.name=ddp",
+            "stage=all",
+            "stage.steps=[cam,seeds/cam]",
+            f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if "it/s" not in line)[-6000:]
     run_stage(compose_config([*common, "run.name=single", "stage=all", "stage.steps=[cam,seeds/cam]"]))
 
@@ -51,14 +76,25 @@ def test_two_process_ddp_matches_one_process(tiny_all, tmp_path) -> None:
     assert abs(history[-1]["train_loss"] - single_history[-1]["train_loss"]) < 1e-4
     # The export was sharded over the two ranks and finished once, by rank 0; it equals a
     # one-process export of the same (DDP) classifier.
-    run_stage(compose_config([*common, "run.name=single_export", "stage=seeds", "seeds.method=cam",
-                              f"+run.inputs.cam={tmp_path / 'ddp' / 'cam'}"]))
+    run_stage(
+        compose_config(
+            [
+                *common,
+                "run.name=single_export",
+                "stage=seeds",
+                "seeds.method=cam",
+                f"+run.inputs.cam={tmp_path / 'ddp' / 'cam'}",
+            ]
+        )
+    )
     seeds, reference = tmp_path / "ddp" / "seeds" / "cam", tmp_path / "single_export" / "seeds" / "cam"
     assert (seeds / "DONE").is_file()
     files = sorted(p.name for p in reference.glob("*.npz"))
     assert files and files == sorted(p.name for p in seeds.glob("*.npz"))
     for name in files:
-        np.testing.assert_allclose(load_npz(seeds / name)["high_res"], load_npz(reference / name)["high_res"], atol=1e-6)
+        np.testing.assert_allclose(
+            load_npz(seeds / name)["high_res"], load_npz(reference / name)["high_res"], atol=1e-6
+        )
 
 
 def test_two_process_seg_matches_one_process(tiny_all, tmp_path) -> None:
@@ -66,14 +102,39 @@ def test_two_process_seg_matches_one_process(tiny_all, tmp_path) -> None:
     over iter_size with no_sync, the pixel mean over the whole batch (ignored pixels differ per rank)."""
     cfg, _ = tiny_all
     rundir = RunDir(cfg.run)
-    common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", "stage=seg",
-              f"+run.inputs.prepare={rundir.stage_dir('prepare')}", f"+run.inputs.masks={rundir.stage_dir('masks')}",
-              "seg.labels=pseudo", "seg.fixed_bn=true", "seg.iterations=2", "seg.batch_size=2", "seg.iter_size=2",
-              "seg.checkpoint_every=1", "seg.lr=0.001"]
+    common = [
+        "debug=tiny",
+        f"run.root={tmp_path}",
+        f"dataset.root={cfg.dataset.root}",
+        "stage=seg",
+        f"+run.inputs.prepare={rundir.stage_dir('prepare')}",
+        f"+run.inputs.masks={rundir.stage_dir('masks')}",
+        "seg.labels=pseudo",
+        "seg.fixed_bn=true",
+        "seg.iterations=2",
+        "seg.batch_size=2",
+        "seg.iter_size=2",
+        "seg.checkpoint_every=1",
+        "seg.lr=0.001",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}", "-m", "recam.train",
-         *common, "run.name=ddp", f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}"],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node=2",
+            f"--master_port={free_port()}",
+            "-m",
+            "recam.train",
+            *common,
+            "run.name=ddp",
+            f"hydra.run.dir={tmp_path}/hydra/rank" + "${oc.env:RANK,0}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
     assert done.returncode == 0, "\n".join(line for line in done.stderr.splitlines() if "it/s" not in line)[-6000:]
     run_stage(compose_config([*common, "run.name=single"]))
 

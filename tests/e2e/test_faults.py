@@ -5,6 +5,7 @@ Covered elsewhere as well: a stage run before its inputs (test_tiny_pipeline), N
 test_tiny_pipeline, ir_labels in test_mask_stages, here a training process killed by SIGKILL),
 corrupt .npz / label PNG readers (unit).
 """
+
 from __future__ import annotations
 
 import errno
@@ -34,8 +35,9 @@ def _copy(cfg, tmp_path: Path, *extra: str) -> list[str]:
 
 
 def test_missing_dataset_root_names_it(tmp_path) -> None:
-    cfg = compose_config([f"run.root={tmp_path}", "debug=tiny", "dataset=voc12", f"dataset.root={tmp_path}/nope",
-                          "stage=prepare"])
+    cfg = compose_config(
+        [f"run.root={tmp_path}", "debug=tiny", "dataset=voc12", f"dataset.root={tmp_path}/nope", "stage=prepare"]
+    )
     with pytest.raises(RecamInputError, match=f"{tmp_path}/nope"):
         run_stage(cfg)
 
@@ -50,8 +52,14 @@ def corrupt_dataset(tiny_all, tmp_path) -> tuple[list[str], str]:
     path = root / "JPEGImages" / f"{victim}.jpg"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     # dataset=voc12: the generator would otherwise notice and rewrite the synthetic set.
-    return [f"run.root={tmp_path}", "run.name=bad", "debug=tiny", "dataset=voc12", f"dataset.root={root}",
-            "stage=prepare"], victim
+    return [
+        f"run.root={tmp_path}",
+        "run.name=bad",
+        "debug=tiny",
+        "dataset=voc12",
+        f"dataset.root={root}",
+        "stage=prepare",
+    ], victim
 
 
 def test_corrupt_image_fails_naming_the_file(corrupt_dataset) -> None:
@@ -79,8 +87,9 @@ def test_mask_with_a_class_the_dataset_lacks(tiny_all, tmp_path) -> None:
     mask = load_label_png(root / "SegmentationClass" / f"{image_id}.png")
     mask[:2, :2] = 42
     save_label_png(root / "SegmentationClass" / f"{image_id}.png", mask)
-    cfg2 = compose_config([*overrides, f"dataset.root={root}", "stage=eval_seeds", "eval_seeds.method=cam",
-                           "run.force=true"])
+    cfg2 = compose_config(
+        [*overrides, f"dataset.root={root}", "stage=eval_seeds", "eval_seeds.method=cam", "run.force=true"]
+    )
     with pytest.raises(RecamInputError, match=rf"{image_id}.png has class ids \[42\] - the dataset has 8 classes"):
         run_stage(cfg2)
 
@@ -133,8 +142,7 @@ def test_full_disk_keeps_the_old_file_and_leaves_no_partial_one(tmp_path, monkey
 def test_nan_loss_in_a_stage_stops_naming_step_and_images(tiny_all, tmp_path) -> None:
     """A stage whose loss turns NaN stops with the step and the batch's ids; last.pt stays valid."""
     cfg, _ = tiny_all
-    overrides = _copy(cfg, tmp_path, "stage=cam", "cam.lr=1e30", "cam.momentum=0.9", "cam.max_steps=3",
-                      "cam.epochs=3")
+    overrides = _copy(cfg, tmp_path, "stage=cam", "cam.lr=1e30", "cam.momentum=0.9", "cam.max_steps=3", "cam.epochs=3")
     finished = {p.name: p.read_bytes() for p in (tmp_path / "copy" / "cam").glob("*") if p.is_file()}
     with pytest.raises(RecamInputError, match=r"cam loss is (nan|inf) at epoch \d+ step \d+ .*images \["):
         run_stage(compose_config(overrides))
@@ -152,13 +160,23 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path
     behind as a kill mid-write would, re-run: it resumes from last.pt, removes the partial file and
     ends with the weights of a run that was never interrupted."""
     cfg, _ = tiny_all
-    common = ["debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}", "stage=cam",
-              f"+run.inputs.prepare={RunDir(cfg.run).stage_dir('prepare')}", "cam.epochs=8", "cam.max_steps=2"]
+    common = [
+        "debug=tiny",
+        f"run.root={tmp_path}",
+        f"dataset.root={cfg.dataset.root}",
+        "stage=cam",
+        f"+run.inputs.prepare={RunDir(cfg.run).stage_dir('prepare')}",
+        "cam.epochs=8",
+        "cam.max_steps=2",
+    ]
     folder = tmp_path / "killed" / "cam"
-    staged = folder.with_name("cam.next")   # a first run writes there and is swapped in when it finishes
-    process = subprocess.Popen([sys.executable, "-m", "recam.train", *common, "run.name=killed",
-                                f"hydra.run.dir={tmp_path}/hydra"], cwd=Path(__file__).resolve().parents[2],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    staged = folder.with_name("cam.next")  # a first run writes there and is swapped in when it finishes
+    process = subprocess.Popen(
+        [sys.executable, "-m", "recam.train", *common, "run.name=killed", f"hydra.run.dir={tmp_path}/hydra"],
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while not (staged / "checkpoints" / "last.pt").is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.005)
@@ -167,7 +185,7 @@ def test_killed_training_resumes_to_the_uninterrupted_weights(tiny_all, tmp_path
     assert not (folder / "DONE").is_file(), "the run finished before it could be killed"
     epochs_done = load_checkpoint(staged / "checkpoints" / "last.pt")["epoch"] + 1
     assert epochs_done < 8
-    partial = staged / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"   # the dead writer's leftover
+    partial = staged / "checkpoints" / f"last.pt.{_HOST}.{process.pid}.tmp"  # the dead writer's leftover
     partial.write_bytes(b"half a checkpoint")
 
     resumed = run_stage(compose_config([*common, "run.name=killed"]))
@@ -186,7 +204,7 @@ def test_stale_temporaries_of_live_writers_are_kept(tmp_path) -> None:
     other_host.parent.mkdir()
     for path in (live, other_host):
         path.write_bytes(b"x")
-    assert remove_stale_temporaries(tmp_path) == 0          # a live local writer, a fresh remote one
+    assert remove_stale_temporaries(tmp_path) == 0  # a live local writer, a fresh remote one
     old = time.time() - 7200
     os.utime(other_host, (old, old))
     assert remove_stale_temporaries(tmp_path) == 1 and live.exists() and not other_host.exists()

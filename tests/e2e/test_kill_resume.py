@@ -1,5 +1,6 @@
 """kill -9 at any point of any stage that resumes, twice in a row: the re-run ends with the files of
 an uninterrupted run (the session's tiny experiment), byte for byte or array for array."""
+
 from __future__ import annotations
 
 import shutil
@@ -57,8 +58,11 @@ def _kill_when_it_moves(command: list[str], staged: Path, pattern: str, timeout:
 
 
 def _same_files(got: Path, want: Path) -> None:
-    names = sorted(p.relative_to(want).as_posix() for p in want.rglob("*") if p.is_file()
-                   and p.suffix in (".npz", ".png", ".pt") and "tb" not in p.parts and "checkpoints" not in p.parts)
+    names = sorted(
+        p.relative_to(want).as_posix()
+        for p in want.rglob("*")
+        if p.is_file() and p.suffix in (".npz", ".png", ".pt") and "tb" not in p.parts and "checkpoints" not in p.parts
+    )
     assert names
     for name in names:
         a, b = got / name, want / name
@@ -76,22 +80,31 @@ def _same_files(got: Path, want: Path) -> None:
                 torch.testing.assert_close(x[key], y[key], rtol=0, atol=0, msg=f"{name}:{key}")
 
 
-@pytest.mark.parametrize("step, overrides, folder, pattern", [
-    pytest.param(*case, marks=() if case[2] in FAST else pytest.mark.slow, id=case[2]) for case in CASES])
-def test_killed_twice_resumes_to_the_uninterrupted_outputs(tiny_all, tmp_path, step, overrides, folder,
-                                                           pattern) -> None:
+@pytest.mark.parametrize(
+    "step, overrides, folder, pattern",
+    [pytest.param(*case, marks=() if case[2] in FAST else pytest.mark.slow, id=case[2]) for case in CASES],
+)
+def test_killed_twice_resumes_to_the_uninterrupted_outputs(
+    tiny_all, tmp_path, step, overrides, folder, pattern
+) -> None:
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy", ignore=shutil.ignore_patterns("logs"))
     final = tmp_path / "copy" / folder
-    shutil.rmtree(final)          # its inputs stay finished: the stage runs again from nothing
-    common = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny",
-              f"stage={step}", *overrides]
+    shutil.rmtree(final)  # its inputs stay finished: the stage runs again from nothing
+    common = [
+        f"run.root={tmp_path}",
+        "run.name=copy",
+        f"dataset.root={cfg.dataset.root}",
+        "debug=tiny",
+        f"stage={step}",
+        *overrides,
+    ]
     command = [sys.executable, "-m", "recam.train", *common, f"hydra.run.dir={tmp_path}/hydra"]
     staged = final.with_name(final.name + ".next")
     kills = [_kill_when_it_moves(command, staged, pattern) for _ in range(2)]
     assert kills[0], "the first run finished before it could be killed"
     if all(kills):
-        assert not final.exists()     # nothing is swapped in by a killed run
+        assert not final.exists()  # nothing is swapped in by a killed run
     run_stage(compose_config(common))
     assert not staged.exists() and (final / "DONE").is_file() and not list(final.rglob("*.tmp"))
     _same_files(final, Path(cfg.run.root) / "tiny" / folder)

@@ -3,6 +3,7 @@
 Artifact formats, worker-count invariance of the process-pool stages, resume after an
 interruption, the IRN checkpoint, and the one-pass threshold sweep agreeing with the PNGs.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,16 @@ def _keys(cfg, image_id: str) -> np.ndarray:
 def _redirected(cfg, tmp_path: Path, *extra: str) -> list[str]:
     """A fresh run in tmp_path that reads prepare, cam and seeds of the tiny run."""
     rundir = RunDir(cfg.run)
-    return [f"run.root={tmp_path}", "run.name=other", f"dataset.root={cfg.dataset.root}", "debug=tiny",
-            f"+run.inputs.prepare={rundir.stage_dir('prepare')}", f"+run.inputs.seeds={rundir.stage_dir('seeds')}",
-            f"+run.inputs.cam={rundir.stage_dir('cam')}", *extra]
+    return [
+        f"run.root={tmp_path}",
+        "run.name=other",
+        f"dataset.root={cfg.dataset.root}",
+        "debug=tiny",
+        f"+run.inputs.prepare={rundir.stage_dir('prepare')}",
+        f"+run.inputs.seeds={rundir.stage_dir('seeds')}",
+        f"+run.inputs.cam={rundir.stage_dir('cam')}",
+        *extra,
+    ]
 
 
 def test_ir_labels_hold_background_classes_and_unsure_only(tiny_all) -> None:
@@ -94,11 +102,14 @@ def test_irn_checkpoint_loads_and_stores_the_mean_shift(tiny_all) -> None:
     assert {"train_loss", "train_pos_aff_loss", "val_loss", "val_neg_aff_loss"} <= set(history[-1])
     # The backbone came from the cam stage (irn.pretrained=cam) and stayed frozen.
     cam = load_checkpoint(RunDir(cfg.run).stage_dir("cam") / "model.pt")["model"]
-    torch.testing.assert_close(checkpoint["model"]["backbone.layer4.0.conv1.weight"], cam["backbone.layer4.0.conv1.weight"])
+    torch.testing.assert_close(
+        checkpoint["model"]["backbone.layer4.0.conv1.weight"], cam["backbone.layer4.0.conv1.weight"]
+    )
 
 
-@pytest.mark.parametrize("stage,extra", [("ir_labels", ["ir_labels.num_workers=2"]),
-                                         ("masks", ["masks.method=crf", "masks.num_workers=2"])])
+@pytest.mark.parametrize(
+    "stage,extra", [("ir_labels", ["ir_labels.num_workers=2"]), ("masks", ["masks.method=crf", "masks.num_workers=2"])]
+)
 def test_process_pool_output_does_not_depend_on_worker_count(tiny_all, tmp_path, stage, extra) -> None:
     cfg, _ = tiny_all
     overrides = _redirected(cfg, tmp_path, f"stage={stage}", *extra)
@@ -119,12 +130,17 @@ def test_process_pool_output_does_not_depend_on_worker_count(tiny_all, tmp_path,
 def test_interrupted_ir_labels_resume_and_keep_finished_files(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
-    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny",
-                 "stage=ir_labels"]
+    overrides = [
+        f"run.root={tmp_path}",
+        "run.name=copy",
+        f"dataset.root={cfg.dataset.root}",
+        "debug=tiny",
+        "stage=ir_labels",
+    ]
     folder = tmp_path / "copy" / "ir_labels"
     clean = {p.name: p.read_bytes() for p in folder.glob("*.png")}
     removed = sorted(folder.glob("*.png"))[::3]
-    for path in removed:   # deleted after the stage finished: its manifest no longer matches
+    for path in removed:  # deleted after the stage finished: its manifest no longer matches
         path.unlink()
     kept = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.png")}
     results = run_stage(compose_config(overrides))

@@ -3,6 +3,7 @@
 Each case runs on a copy of the session's finished tiny experiment: the bad input, the one line,
 and every earlier artifact byte-identical afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,11 @@ def _copy(cfg, tmp_path: Path) -> list[str]:
 
 def _snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under `folder` but the logs, by relative path."""
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and "logs" not in p.relative_to(folder).parts}
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "logs" not in p.relative_to(folder).parts
+    }
 
 
 # A finished stage re-run with an invalid override: one line naming the key, nothing touched.
@@ -72,21 +76,27 @@ def test_an_invalid_override_is_one_line_and_touches_nothing(tiny_all, tmp_path,
 
 
 def _entry(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "recam.train", *args, f"hydra.run.dir={tmp_path}/hydra"],
-                          capture_output=True, text=True, cwd=REPO, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "recam.train", *args, f"hydra.run.dir={tmp_path}/hydra"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
 
 
 def test_entry_point_bad_value_and_hydra_errors_exit_2_with_our_line(tmp_path) -> None:
     bad = _entry(tmp_path, "stage=cam", f"run.root={tmp_path}", "cam.batch_size=0")
     assert bad.returncode == 2
     assert [line for line in bad.stderr.splitlines() + bad.stdout.splitlines() if "ERROR" in line][0].endswith(
-        "recam: cam.batch_size=0 is not allowed - use an integer >= 1")
+        "recam: cam.batch_size=0 is not allowed - use an integer >= 1"
+    )
     for override in ("cam.no_such_key=1", "cam.lr=fast", "dataset=nope"):
         done = _entry(tmp_path, "stage=cam", f"run.root={tmp_path}", override)
         assert done.returncode == 2, (override, done.stderr[-500:])
         lines = done.stderr.strip().splitlines()
         assert lines[-1].startswith("recam: Hydra stopped before the run started"), lines[-3:]
-        assert len(lines) > 1   # Hydra's own message is kept above ours
+        assert len(lines) > 1  # Hydra's own message is kept above ours
     assert not (tmp_path / "synthetic_resnet50" / "cam").exists()
 
 
@@ -99,12 +109,12 @@ def test_a_crash_after_begin_keeps_the_finished_outputs_and_resumes_its_staging(
     before = _snapshot(folder)
     ids = (tmp_path / "copy" / "prepare" / "train_aug.txt").read_text().split()
     order = [i for bucket in size_buckets([image_size(cfg.dataset.root, i) for i in ids], 1) for i in bucket]
-    image = Path(cfg.dataset.root) / "JPEGImages" / f"{ids[order[-1]]}.jpg"   # the last one exported
+    image = Path(cfg.dataset.root) / "JPEGImages" / f"{ids[order[-1]]}.jpg"  # the last one exported
     hidden = tmp_path / "hidden.jpg"
     shutil.copy(image, hidden)
     overrides = [*common, "stage=seeds", "seeds.method=cam", "seeds.scales=[1.0]", "seeds.bucket_size=1"]
     try:
-        image.write_bytes(hidden.read_bytes()[: len(hidden.read_bytes()) // 2])   # the header reads, the pixels do not
+        image.write_bytes(hidden.read_bytes()[: len(hidden.read_bytes()) // 2])  # the header reads, the pixels do not
         with pytest.raises(RecamInputError, match="unreadable or corrupt"):
             run_stage(compose_config(overrides))
     finally:
@@ -116,15 +126,24 @@ def test_a_crash_after_begin_keeps_the_finished_outputs_and_resumes_its_staging(
     run_stage(compose_config(overrides))
     assert not staged.exists() and (folder / "DONE").is_file()
     assert _snapshot(folder.with_name("cam.prev")) == before
-    for name, mtime in written.items():   # resumed: what was exported before the crash is kept
+    for name, mtime in written.items():  # resumed: what was exported before the crash is kept
         assert (folder / name).stat().st_mtime_ns == mtime
 
 
 def test_keep_previous_false_drops_the_replaced_outputs(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     common = _copy(cfg, tmp_path)
-    run_stage(compose_config([*common, "stage=eval_seeds", "eval_seeds.method=cam", "eval_seeds.threshold=0.3",
-                              "run.keep_previous=false"]))
+    run_stage(
+        compose_config(
+            [
+                *common,
+                "stage=eval_seeds",
+                "eval_seeds.method=cam",
+                "eval_seeds.threshold=0.3",
+                "run.keep_previous=false",
+            ]
+        )
+    )
     folder = tmp_path / "copy" / "eval_seeds" / "cam"
     assert json.loads((folder / "results.json").read_text())["threshold_fixed"] == 0.3
     assert not folder.with_name("cam.prev").exists()
@@ -136,8 +155,8 @@ def test_a_damaged_seed_file_is_found_and_only_it_is_redone(tiny_all, tmp_path) 
     folder = tmp_path / "copy" / "seeds" / "cam"
     files = sorted(folder.glob("*.npz"))
     original = files[0].read_bytes()
-    files[0].write_bytes(original[: len(original) // 2])          # a crash or a disk left it half
-    files[1].unlink()                                             # a user deleted it as advised
+    files[0].write_bytes(original[: len(original) // 2])  # a crash or a disk left it half
+    files[1].unlink()  # a user deleted it as advised
     others = {p.name: p.stat().st_mtime_ns for p in files[2:]}
     with pytest.raises(RecamInputError, match=r"seeds/cam changed after it finished \(2 files"):
         run_stage(compose_config([*common, "stage=eval_seeds", "eval_seeds.method=cam", "run.force=true"]))
@@ -191,7 +210,7 @@ def test_gt_mask_with_an_unknown_class_id_or_another_size_is_named(tiny_all, tmp
     val_bad = val_mask.copy()
     val_bad[-1, -1] = 42
     save_label_png(val_file, val_bad)
-    with pytest.raises(RecamInputError, match=rf"{val[0]}.png has class ids \[42\]"):   # IRN validation
+    with pytest.raises(RecamInputError, match=rf"{val[0]}.png has class ids \[42\]"):  # IRN validation
         run_stage(compose_config([*common, "stage=irn", "run.force=true"]))
     save_label_png(val_file, val_mask)
     save_label_png(mask_file, np.pad(mask, ((0, 3), (0, 0))))
@@ -206,20 +225,34 @@ def test_two_processes_on_one_stage_folder(tiny_all, tmp_path) -> None:
     common = _copy(cfg, tmp_path)
     run = compose_config(common).run
     final = RunDir(run).stage_dir("eval_seeds", "cam")
-    holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\n"
-        "from recam.config import RunConfig\n"
-        "from recam.rundir import RunDir\n"
-        f"RunDir(RunConfig(name='copy', root={str(tmp_path)!r})).begin(__import__('pathlib').Path({str(final)!r}),"
-        " {'other': 1}, force=True)\n"
-        "print('held', flush=True)\n"
-        "time.sleep(120)\n")], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            (
+                "import sys, time\n"
+                "from recam.config import RunConfig\n"
+                "from recam.rundir import RunDir\n"
+                f"RunDir(RunConfig(name='copy', root={str(tmp_path)!r})).begin(__import__('pathlib').Path({str(final)!r}),"
+                " {'other': 1}, force=True)\n"
+                "print('held', flush=True)\n"
+                "time.sleep(120)\n"
+            ),
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(RecamInputError, match=rf"being written by another run with another config .*pid {holder.pid}"):
-            run_stage(compose_config([*common, "stage=eval_seeds", "eval_seeds.method=cam", "eval_seeds.threshold=0.4"]))
+        with pytest.raises(
+            RecamInputError, match=rf"being written by another run with another config .*pid {holder.pid}"
+        ):
+            run_stage(
+                compose_config([*common, "stage=eval_seeds", "eval_seeds.method=cam", "eval_seeds.threshold=0.4"])
+            )
         same = RunDir(run)
-        folder, done = same.begin(final, {"other": 1})   # the same config: a cooperating shard
+        folder, done = same.begin(final, {"other": 1})  # the same config: a cooperating shard
         assert done is None and folder == final.with_name("cam.next")
         same.close()
     finally:

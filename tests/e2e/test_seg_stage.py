@@ -1,5 +1,6 @@
 """Stages `seg` and `eval_seg` on the tiny synthetic set (CPU, 3 iterations): pseudo masks from a
 faked `masks/irn` folder (GT-derived PNGs), the GT upper bound, results, summary and bad input."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,9 @@ def fake_masks(cfg) -> Path:
     ids = (rundir.stage_dir("prepare") / "train_aug.txt").read_text().split()
     out = rundir.stage_dir("masks", "irn")
     for image_id in ids:
-        save_label_png(out / f"{image_id}.png",
-                       load_label_png(Path(cfg.dataset.root) / "SegmentationClassAug" / f"{image_id}.png"))
+        save_label_png(
+            out / f"{image_id}.png", load_label_png(Path(cfg.dataset.root) / "SegmentationClassAug" / f"{image_id}.png")
+        )
     rundir.finish(out, {"fake": True}, {"fake": True})
     return out
 
@@ -40,9 +42,13 @@ def seg_run(tiny_run):
     cfg = compose_config([*base, "stage=prepare"])
     run_stage(cfg)
     masks = fake_masks(cfg)
-    trained = {labels: run_stage(compose_config([*base, "stage=seg", f"seg.labels={labels}"])) for labels in ("pseudo", "gt")}
-    evaluated = {labels: run_stage(compose_config([*base, "stage=eval_seg", f"eval_seg.labels={labels}"]))
-                 for labels in ("pseudo", "gt")}
+    trained = {
+        labels: run_stage(compose_config([*base, "stage=seg", f"seg.labels={labels}"])) for labels in ("pseudo", "gt")
+    }
+    evaluated = {
+        labels: run_stage(compose_config([*base, "stage=eval_seg", f"eval_seg.labels={labels}"]))
+        for labels in ("pseudo", "gt")
+    }
     return base, cfg, masks, trained, evaluated
 
 
@@ -63,8 +69,13 @@ def test_train_and_eval_write_results_and_the_summary(seg_run) -> None:
         assert 0.0 <= results["miou"] <= 1.0 and 0.0 <= results["miou_crf"] <= 1.0
         assert set(results["iou"]) == {"background", *cfg_class_names(rundir)}
         entry = summary[f"eval_seg/{labels}"]
-        assert entry == {"miou": results["miou"], "miou_crf": results["miou_crf"],
-                         "miou_crf_reference": results["miou_crf_reference"], "split": "val", "images": len(val_ids)}
+        assert entry == {
+            "miou": results["miou"],
+            "miou_crf": results["miou_crf"],
+            "miou_crf_reference": results["miou_crf_reference"],
+            "split": "val",
+            "images": len(val_ids),
+        }
         # the default CRF image is the clean one; the reference (wrapped mean-subtracted) image is scored beside it
         assert results["crf_image"] == "clean" and results["miou_crf_clean"] == results["miou_crf"]
         assert 0.0 <= results["miou_crf_reference"] <= 1.0
@@ -116,15 +127,19 @@ def test_missing_or_bad_mask_files_are_named(tiny_run, seg_run, tmp_path) -> Non
 def test_checkpoint_of_other_classes_or_arch_is_refused(tiny_run, seg_run, tmp_path) -> None:
     _, cfg, _, _, _ = seg_run
     source = RunDir(cfg.run).stage_dir("seg", "pseudo")
-    for name, edit in (("classes", lambda c: c.update(class_names=["cat", "dog"])),
-                       ("arch", lambda c: c["model_config"].update(name="deeplabv2_resnet34"))):
+    for name, edit in (
+        ("classes", lambda c: c.update(class_names=["cat", "dog"])),
+        ("arch", lambda c: c["model_config"].update(name="deeplabv2_resnet34")),
+    ):
         fake = tmp_path / name / "pseudo"
         shutil.copytree(source, fake)
         checkpoint = load_checkpoint(fake / "model.pt")
         edit(checkpoint)
         save_checkpoint(fake / "model.pt", checkpoint)
-        base = overrides(tiny_run, "seg_tiny") + [f"+run.inputs.seg={fake.parent}",
-                                                  f"+run.inputs.eval_seg={tmp_path / name / 'eval'}"]
+        base = overrides(tiny_run, "seg_tiny") + [
+            f"+run.inputs.seg={fake.parent}",
+            f"+run.inputs.eval_seg={tmp_path / name / 'eval'}",
+        ]
         with pytest.raises(RecamInputError, match="classes" if name == "classes" else "does not match the model"):
             run_stage(compose_config([*base, "stage=eval_seg"]))
 
@@ -143,4 +158,6 @@ def test_trained_model_predicts_like_its_saved_pngs(seg_run) -> None:
     image = load_image(cfg.dataset.root, image_id)
     x = torch.from_numpy(to_chw(normalize(image, cfg.dataset.mean, cfg.dataset.std)))[None]
     pred = predict_probs(model, x).argmax(0).numpy()
-    np.testing.assert_array_equal(load_label_png(rundir.stage_dir("eval_seg", "pseudo") / "pred" / f"{image_id}.png"), pred)
+    np.testing.assert_array_equal(
+        load_label_png(rundir.stage_dir("eval_seg", "pseudo") / "pred" / f"{image_id}.png"), pred
+    )

@@ -1,4 +1,5 @@
 """Hydra multirun sweeps over the tiny run, `stage.steps`, and the `summary` stage."""
+
 from __future__ import annotations
 
 import csv
@@ -21,11 +22,24 @@ def test_threshold_multirun_and_summary(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     rundir = RunDir(cfg.run)
     done = subprocess.run(
-        [sys.executable, "-m", "recam.train", "debug=tiny", f"run.root={tmp_path}", f"dataset.root={cfg.dataset.root}",
-         "sweep=seed_threshold", "stage.steps=[eval_seeds/cam]", "eval_seeds.threshold=0.15,0.3",
-         f"+run.inputs.prepare={rundir.stage_dir('prepare')}", f"+run.inputs.seeds={rundir.stage_dir('seeds')}",
-         f"hydra.sweep.dir={tmp_path}/hydra"],
-        capture_output=True, text=True, cwd=REPO)
+        [
+            sys.executable,
+            "-m",
+            "recam.train",
+            "debug=tiny",
+            f"run.root={tmp_path}",
+            f"dataset.root={cfg.dataset.root}",
+            "sweep=seed_threshold",
+            "stage.steps=[eval_seeds/cam]",
+            "eval_seeds.threshold=0.15,0.3",
+            f"+run.inputs.prepare={rundir.stage_dir('prepare')}",
+            f"+run.inputs.seeds={rundir.stage_dir('seeds')}",
+            f"hydra.sweep.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     sweep = tmp_path / "sweep_seed_threshold"
     assert sorted(p.name for p in sweep.iterdir()) == ["threshold=0.15", "threshold=0.3"]

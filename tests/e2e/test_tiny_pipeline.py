@@ -1,5 +1,6 @@
 """All stages on a tiny synthetic set on CPU: prepare -> cam -> seeds/eval (CAM) -> recam ->
 seeds/eval (ReCAM); resume, skip-when-done and the summary contract."""
+
 from __future__ import annotations
 
 import json
@@ -67,15 +68,20 @@ def test_checkpoint_loads_back_and_matches(tiny_all) -> None:
     assert last["epoch"] == cfg.cam.epochs - 1 and len(last["history"]) == cfg.cam.epochs
     assert set(last) >= {"model", "optimizer", "scheduler", "epoch", "step", "rng", "config", "class_names"}
     recam_dir = RunDir(cfg.run).stage_dir("recam") / "checkpoints"
-    assert sorted(p.name for p in recam_dir.glob("epoch_*.pt")) == [f"epoch_{e + 1}.pt" for e in range(cfg.recam.epochs)]
+    assert sorted(p.name for p in recam_dir.glob("epoch_*.pt")) == [
+        f"epoch_{e + 1}.pt" for e in range(cfg.recam.epochs)
+    ]
 
 
 def test_second_run_skips_up_to_date_stages(tiny_all) -> None:
     cfg, _ = tiny_all
     done = RunDir(cfg.run).stage_dir("cam") / "DONE"
     before = done.read_text()
-    run_stage(compose_config([f"run.root={cfg.run.root}", "run.name=tiny", f"dataset.root={cfg.dataset.root}",
-                              "debug=tiny", "stage=cam"]))
+    run_stage(
+        compose_config(
+            [f"run.root={cfg.run.root}", "run.name=tiny", f"dataset.root={cfg.dataset.root}", "debug=tiny", "stage=cam"]
+        )
+    )
     assert done.read_text() == before
 
 
@@ -84,11 +90,17 @@ def test_second_stage_all_skips_every_step_including_the_pictures(tiny_all, tmp_
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
     rundir = RunDir(compose_config(overrides).run)
-    marks = {label: (step_folder(rundir, step, extra) / "DONE").read_text()
-             for step, extra in PLAN for label in [step_label(step, extra)]}
+    marks = {
+        label: (step_folder(rundir, step, extra) / "DONE").read_text()
+        for step, extra in PLAN
+        for label in [step_label(step, extra)]
+    }
     run_stage(compose_config([*overrides, "stage=all"]))
-    assert {label: (step_folder(rundir, step, extra) / "DONE").read_text()
-            for step, extra in PLAN for label in [step_label(step, extra)]} == marks
+    assert {
+        label: (step_folder(rundir, step, extra) / "DONE").read_text()
+        for step, extra in PLAN
+        for label in [step_label(step, extra)]
+    } == marks
     # A changed mask folder is an input of the pictures: visualize alone runs again.
     run_stage(compose_config([*overrides, "stage=masks", "masks.method=crf", "masks.seed_threshold=0.4"]))
     before = (rundir.stage_dir("visualize") / "DONE").read_text()
@@ -111,8 +123,14 @@ def test_changed_config_reruns_the_stage(tiny_all, tmp_path) -> None:
 def test_interrupted_seed_export_resumes_to_the_same_files(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
-    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny",
-                 "stage=seeds", "seeds.method=cam"]
+    overrides = [
+        f"run.root={tmp_path}",
+        "run.name=copy",
+        f"dataset.root={cfg.dataset.root}",
+        "debug=tiny",
+        "stage=seeds",
+        "seeds.method=cam",
+    ]
     folder = RunDir(compose_config(overrides).run).stage_dir("seeds", "cam")
     clean = {p.name: load_npz(p) for p in folder.glob("*.npz")}
     removed = sorted(folder.glob("*.npz"))[::2]
@@ -136,9 +154,16 @@ def test_stage_before_its_inputs_names_the_missing_stage(tmp_path) -> None:
 def test_seeds_from_an_epoch_checkpoint_equal_the_final_weights(tiny_all, tmp_path) -> None:
     """seeds.checkpoint_epoch=<last epoch> exports the same seeds as the final model.pt."""
     cfg, _ = tiny_all
-    overrides = [f"run.root={cfg.run.root}", "run.name=tiny", f"dataset.root={cfg.dataset.root}", "debug=tiny",
-                 f"+run.inputs.seeds={tmp_path / 'seeds'}", "stage=seeds", "seeds.method=recam",
-                 f"seeds.checkpoint_epoch={cfg.recam.epochs}"]
+    overrides = [
+        f"run.root={cfg.run.root}",
+        "run.name=tiny",
+        f"dataset.root={cfg.dataset.root}",
+        "debug=tiny",
+        f"+run.inputs.seeds={tmp_path / 'seeds'}",
+        "stage=seeds",
+        "seeds.method=recam",
+        f"seeds.checkpoint_epoch={cfg.recam.epochs}",
+    ]
     run_stage(compose_config(overrides))
     final = RunDir(cfg.run).stage_dir("seeds", "recam")
     for path in sorted((tmp_path / "seeds" / "recam").glob("*.npz"))[:3]:
@@ -158,7 +183,7 @@ def test_changed_upstream_reruns_downstream_from_scratch(tiny_all, tmp_path) -> 
     assert (rundir.stage_dir("seeds", "cam") / "DONE").read_text() == cam_done
     config = json.loads((rundir.stage_dir("seeds", "recam") / "config.json").read_text())
     assert config["seeds"]["method"] == "recam"
-    for path in files:   # every file was exported again, none kept from the stale run
+    for path in files:  # every file was exported again, none kept from the stale run
         assert path.stat().st_mtime_ns > written[path.name]
     # the replaced outputs are kept, untouched, until the next success
     previous = rundir.stage_dir("seeds", "recam").with_name("recam.prev")
@@ -181,9 +206,20 @@ def test_entry_point_exits_2_with_one_line_for_bad_input(tmp_path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-m", "recam.train", "stage=recam", f"run.root={tmp_path}",
-                           "run.name=missing", f"hydra.run.dir={tmp_path}/hydra"],
-                          capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2])
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "recam.train",
+            "stage=recam",
+            f"run.root={tmp_path}",
+            "run.name=missing",
+            f"hydra.run.dir={tmp_path}/hydra",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[2],
+    )
     assert done.returncode == 2
     errors = [line for line in (done.stdout + done.stderr).splitlines() if "ERROR" in line]
     assert len(errors) == 1 and "stage=prepare" in errors[0]

@@ -12,6 +12,7 @@ rounded once to float32. The backbone's 265 tensors are torchvision's resnet50 s
 minus `fc.*` and `*.num_batches_tracked` (i = 0 … 264); the CAM classifier is i = 265 and the
 IRN head tensors follow at 265 + j. Used by the ResNet-50 CAM test and, later, by the IRN tests.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence

@@ -1,4 +1,5 @@
 """Golden vectors of the flip / multi-scale CAM fusion and the ReCAM inference weight."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -69,8 +70,12 @@ def test_high_res_is_resized_to_padded_size_then_cropped(golden):
     assert padded_up_size(height, width) != (height, width)
     keys = torch.from_numpy(z["keys"])
     direct = sum(
-        F.interpolate(fuse_flip(torch.from_numpy(z[f"raw_s{j}"]))[keys][None], size=(height, width),
-                      mode="bilinear", align_corners=False)[0]
+        F.interpolate(
+            fuse_flip(torch.from_numpy(z[f"raw_s{j}"]))[keys][None],
+            size=(height, width),
+            mode="bilinear",
+            align_corners=False,
+        )[0]
         for j in raw_scales(z)
     )
     direct = direct / (direct.amax(dim=(1, 2), keepdim=True) + 1e-5)

@@ -1,5 +1,6 @@
 """Golden vectors of the confident IR labels (spec §6a): unary maps exact; CRF maps and the final
 IR label exact, since we use pydensecrf as the reference did (the README's rule for that case)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,9 @@ from recam.masks.ir_labels import confident_labels, ir_label
 
 
 def assert_equal(mine: np.ndarray, ref: np.ndarray, name: str) -> None:
-    assert mine.shape == ref.shape and mine.dtype == ref.dtype, f"{name}: {mine.shape} {mine.dtype} vs {ref.shape} {ref.dtype}"
+    assert mine.shape == ref.shape and mine.dtype == ref.dtype, (
+        f"{name}: {mine.shape} {mine.dtype} vs {ref.shape} {ref.dtype}"
+    )
     diff = int((mine != ref).sum())
     assert diff == 0, f"{name}: {diff} of {ref.size} pixels differ"
 

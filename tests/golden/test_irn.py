@@ -5,6 +5,7 @@ irn_edge_forward float32 rtol 1e-4, atol 1e-4·max(1, max|ref|), float64 rtol/at
 param sums rtol 1e-9; irn_forward_losses labels exact, float maps and losses rtol/atol 1e-5,
 gradients rtol 1e-4 atol 1e-6.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -20,8 +21,15 @@ from tests.golden.closed_form import assign_closed_form, backbone_tensor_names, 
 FORWARD = "irn_edge_forward"
 LOSSES = "irn_forward_losses"
 LABELS = ("bg_pos", "fg_pos", "neg")
-FLOAT_MAPS = ("aff", "pos_aff_loss_map", "neg_aff_loss_map", "pair_disp", "dp_fg_loss_map",
-              "dp_bg_loss_map", "disp_target")
+FLOAT_MAPS = (
+    "aff",
+    "pos_aff_loss_map",
+    "neg_aff_loss_map",
+    "pair_disp",
+    "dp_fg_loss_map",
+    "dp_bg_loss_map",
+    "disp_target",
+)
 SCALAR_LOSSES = ("pos_aff_loss", "neg_aff_loss", "dp_fg_loss", "dp_bg_loss")
 
 
@@ -42,9 +50,7 @@ def _f32_atol(ref: np.ndarray) -> float:
 
 @pytest.fixture
 def closed_form_irn(golden) -> tuple[dict, IRNet]:
-    """The golden file and an IRNet carrying its closed-form parameters (float32, eval mode).
-
-    """
+    """The golden file and an IRNet carrying its closed-form parameters (float32, eval mode)."""
     z = golden(FORWARD)
     model = build_irn(arch="resnet50", pretrained="none")
     assign_closed_form(model.backbone, backbone_tensor_names("resnet50"))
@@ -55,8 +61,11 @@ def closed_form_irn(golden) -> tuple[dict, IRNet]:
 def test_head_keys_match_reference_order(closed_form_irn):
     z, model = closed_form_irn
     state = model.state_dict()
-    backbone = [k.removeprefix("backbone.") for k in state
-                if k.startswith("backbone.") and not k.endswith("num_batches_tracked")]
+    backbone = [
+        k.removeprefix("backbone.")
+        for k in state
+        if k.startswith("backbone.") and not k.endswith("num_batches_tracked")
+    ]
     assert backbone == backbone_tensor_names("resnet50")
     assert int(z["head_index_offset"]) == len(backbone)
     head = [k for k in state if not k.startswith("backbone.")]
@@ -89,8 +98,10 @@ def test_irn_forward_matches_reference(closed_form_irn, suffix):
         pair = net(torch.cat([x, x.flip(-1)]))
         inferred = net.infer_edge_dp(x)
     got = {
-        "edge_logits": pair["edge_logits"].numpy(), "dp_out": pair["dp"].numpy(),
-        "edge": inferred["edge"].numpy(), "dp": inferred["dp"].numpy(),
+        "edge_logits": pair["edge_logits"].numpy(),
+        "dp_out": pair["dp"].numpy(),
+        "edge": inferred["edge"].numpy(),
+        "dp": inferred["dp"].numpy(),
     }
     for name, value in got.items():
         ref = z[f"{name}_{suffix}"]

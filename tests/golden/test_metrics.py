@@ -1,4 +1,5 @@
 """Golden vectors of seed labels, the seed evaluation (per threshold and swept) and the mask evaluation."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,8 +30,7 @@ def images(z: dict) -> range:
 
 def reference_size(labels: list[np.ndarray], gts: list[np.ndarray]) -> int:
     """The reference's matrix size: 1 + the largest label in any prediction or non-ignored gt."""
-    largest = max(max(int(label.max()) for label in labels),
-                  max(int(gt[gt != IGNORE_INDEX].max()) for gt in gts))
+    largest = max(max(int(label.max()) for label in labels), max(int(gt[gt != IGNORE_INDEX].max()) for gt in gts))
     return largest + 1
 
 

@@ -1,5 +1,6 @@
 """Golden `multiscale_cam_end_to_end`: RGB image -> ReCAM seeds through our export path
 (multi-scale inputs, closed-form ResNet-50, W (.) V weight, batched flip pair, fusion)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -25,7 +26,7 @@ def _model_and_weight(num_classes: int):
     assign_closed_form(model.backbone, names)
     assign_closed_form(model, ["classifier.weight"], start_index=len(names))
     k, c = model.classifier.weight.shape[:2]
-    index = np.arange(k * c, dtype=np.float64).reshape(k, c)      # 2048*k + c for C = 2048
+    index = np.arange(k * c, dtype=np.float64).reshape(k, c)  # 2048*k + c for C = 2048
     predictor = torch.from_numpy(np.sin(0.53 * index + 1.3).astype(np.float32))
     return model.eval(), predictor, combine_weights(model.classifier.weight.detach().flatten(1), predictor)
 
@@ -63,8 +64,14 @@ def test_bucketed_export_equals_one_image_at_a_time() -> None:
         image = rng.integers(0, 255, (37, 45, 3), dtype=np.uint8)
         label = np.zeros(5, np.float32)
         label[[i, 3]] = 1
-        samples.append({"id": str(i), "size": (37, 45), "label": label,
-                        "images": multiscale_inputs(image, [1.0, 0.5, 1.5], MEAN, STD)})
+        samples.append(
+            {
+                "id": str(i),
+                "size": (37, 45),
+                "label": label,
+                "images": multiscale_inputs(image, [1.0, 0.5, 1.5], MEAN, STD),
+            }
+        )
     together = export_batch(model, weight, collate_multiscale(samples), torch.device("cpu"), amp=False)
     for sample, seed in zip(samples, together):
         (alone,) = export_batch(model, weight, collate_multiscale([sample]), torch.device("cpu"), amp=False)

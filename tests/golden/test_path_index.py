@@ -1,4 +1,5 @@
 """Golden vectors of the IRN path index and affinity labels (spec §6b); the README asks exact equality."""
+
 from __future__ import annotations
 
 import numpy as np

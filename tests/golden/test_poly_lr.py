@@ -1,4 +1,5 @@
 """Golden vectors of the poly schedule and the reference's SGD update (momentum 1e-4)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -23,8 +24,9 @@ def build(z: dict, params: list[torch.Tensor]):
         {"params": [p], "lr": float(lr), "weight_decay": float(z["weight_decay"])}
         for p, lr in zip(params, z["initial_lr"])
     ]
-    return make_poly_sgd(groups, momentum=float(z["sgd_momentum"]), max_step=int(z["max_step"]),
-                         power=float(z["poly_power"]))
+    return make_poly_sgd(
+        groups, momentum=float(z["sgd_momentum"]), max_step=int(z["max_step"]), power=float(z["poly_power"])
+    )
 
 
 def test_poly_lr_table(golden):
@@ -60,8 +62,11 @@ def test_sgd_trajectory_and_resume(golden):
     run_steps(z, optimizer, scheduler, params, 0, half)
 
     # Resume into fresh objects from the state dicts (as a restarted stage does).
-    state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "params": [p.detach().clone() for p in params]}
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "params": [p.detach().clone() for p in params],
+    }
     resumed = [torch.tensor(p.numpy(), requires_grad=True) for p in state["params"]]
     optimizer, scheduler = build(z, resumed)
     optimizer.load_state_dict(state["optimizer"])

@@ -3,13 +3,21 @@
 Every size and parameter comes from edge_to_affinity_and_random_walk.npz; tolerances are the
 golden README's for that file.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from recam.masks.random_walk import (dense_transition, pad_edge, random_walk, random_walk_dense, rw_to_label,
-                                     sparse_affinity, upsample_walk)
+from recam.masks.random_walk import (
+    dense_transition,
+    pad_edge,
+    random_walk,
+    random_walk_dense,
+    rw_to_label,
+    sparse_affinity,
+    upsample_walk,
+)
 
 CASE = "edge_to_affinity_and_random_walk"
 

@@ -1,4 +1,5 @@
 """Golden vectors of the ReCAM training head: normalised CAMs, class features, the SCE loss."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -4,6 +4,7 @@ Every size, name and shape comes from the file. Tolerances (golden README): floa
 rtol 1e-4, atol 1e-4·max(1, max|ref|); a float64 run against the *_f64 arrays rtol 1e-9, atol 1e-9;
 param_sums rtol 1e-9.
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The published DeepLab hand-off: AdvCAM's caffe-layout ResNet-101 file (key mapping, strides, BGR
 mean-subtracted input) against a functional caffe ResNet; the reference CRF image; balanced CE."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,7 +18,7 @@ from recam.seg.inference import reference_crf_image
 from recam.seg.losses import balanced_cross_entropy, cross_entropy_ignore, msc_loss
 from recam.stages.seg import input_norm
 
-BLOCKS = (3, 4, 23, 3)   # ResNet-101
+BLOCKS = (3, 4, 23, 3)  # ResNet-101
 
 
 def fake_caffe_state(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -50,10 +51,18 @@ def fake_caffe_state(seed: int = 0) -> dict[str, torch.Tensor]:
 
 def caffe_forward(x_bgr: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
     """deeplab-pytorch's ResNet at output stride 8, written out: stride on `reduce`, dilations 1/1/2/4."""
+
     def cbr(x, name, stride=1, padding=0, dilation=1, relu=True):
         x = F.conv2d(x, state[f"{name}.conv.weight"], stride=stride, padding=padding, dilation=dilation)
-        x = F.batch_norm(x, state[f"{name}.bn.running_mean"], state[f"{name}.bn.running_var"],
-                         state[f"{name}.bn.weight"], state[f"{name}.bn.bias"], training=False, eps=1e-5)
+        x = F.batch_norm(
+            x,
+            state[f"{name}.bn.running_mean"],
+            state[f"{name}.bn.running_var"],
+            state[f"{name}.bn.weight"],
+            state[f"{name}.bn.bias"],
+            training=False,
+            eps=1e-5,
+        )
         return F.relu(x) if relu else x
 
     x = F.max_pool2d(cbr(x_bgr, "layer1.conv1", stride=2, padding=3), 3, 2, 1, ceil_mode=True)
@@ -70,7 +79,7 @@ def caffe_forward(x_bgr: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.
 def advcam_file(tmp_path_factory) -> tuple[Path, dict[str, torch.Tensor]]:
     state = fake_caffe_state()
     path = tmp_path_factory.mktemp("advcam") / "deeplabv1_resnet101-imagenet.pth"
-    torch.save({f"base.{k}": v for k, v in state.items()}, path)   # deeplab-pytorch MSC's base. prefix
+    torch.save({f"base.{k}": v for k, v in state.items()}, path)  # deeplab-pytorch MSC's base. prefix
     return path, state
 
 
@@ -79,10 +88,13 @@ def test_advcam_file_gives_the_caffe_forward_on_rgb_input(advcam_file) -> None:
     torch.manual_seed(0)
     model = build_deeplabv2(arch="resnet101", num_classes=3, pretrained=f"advcam:{path}").eval()
     assert model.backbone.layer2[0].conv1.stride == (2, 2) and model.backbone.layer2[0].conv2.stride == (1, 1)
-    image = np.random.default_rng(0).integers(0, 256, (35, 37, 3), dtype=np.uint8)   # odd sizes: ceil rounding
+    image = np.random.default_rng(0).integers(0, 256, (35, 37, 3), dtype=np.uint8)  # odd sizes: ceil rounding
     x_rgb = torch.from_numpy(to_chw(normalize(image, CAFFE_INPUT["mean"], CAFFE_INPUT["std"])))[None]
-    x_bgr = torch.from_numpy(np.ascontiguousarray(
-        (image[..., ::-1].astype(np.float32) - np.asarray(CAFFE_BGR_MEAN, np.float32)).transpose(2, 0, 1)))[None]
+    x_bgr = torch.from_numpy(
+        np.ascontiguousarray(
+            (image[..., ::-1].astype(np.float32) - np.asarray(CAFFE_BGR_MEAN, np.float32)).transpose(2, 0, 1)
+        )
+    )[None]
     with torch.no_grad():
         ours, reference = model.backbone(x_rgb), caffe_forward(x_bgr, state)
     assert ours.shape == reference.shape == (1, 2048, 5, 5)
@@ -100,7 +112,7 @@ def test_advcam_checkpoint_round_trip_keeps_the_layout(advcam_file) -> None:
     built = build_seg_model(**config, pretrained=f"advcam:{path}")
     again = build_seg_model(**config, pretrained="none")
     again.load_state_dict(built.state_dict(), strict=True)
-    assert again.base.backbone.layer3[0].conv1.stride == (1, 1)   # output stride 8: layer3 is dilated
+    assert again.base.backbone.layer3[0].conv1.stride == (1, 1)  # output stride 8: layer3 is dilated
     assert again.base.backbone.layer2[0].conv1.stride == (2, 2)
     assert input_norm(config, [0.5] * 3, [0.2] * 3) == (CAFFE_INPUT["mean"], CAFFE_INPUT["std"])
     assert input_norm({**config, "layout": "torchvision"}, [0.5] * 3, [0.2] * 3) == ([0.5] * 3, [0.2] * 3)
@@ -118,7 +130,7 @@ def test_missing_or_foreign_advcam_file_is_one_line(tmp_path: Path) -> None:
 
 
 def test_reference_crf_image_is_the_wrapped_mean_subtracted_bgr() -> None:
-    image = np.array([[[100, 200, 0]]], dtype=np.uint8)   # RGB
+    image = np.array([[[100, 200, 0]]], dtype=np.uint8)  # RGB
     # BGR (0, 200, 100) - (104.008, 116.669, 122.675) = (-104.008, 83.331, -22.675) -> (-104, 83, -22) mod 256
     np.testing.assert_array_equal(reference_crf_image(image), [[[152, 83, 234]]])
 
@@ -131,6 +143,6 @@ def test_balanced_cross_entropy_known_answer() -> None:
     expected = (per_pixel[:3].mean() + per_pixel[3]) / 2
     assert torch.isclose(balanced_cross_entropy(logits, labels), expected)
     assert not torch.isclose(cross_entropy_ignore(logits, labels), expected)
-    ignored = torch.tensor([[[0, 255, 0, 255]]])   # no foreground pixel: the bg mean / 2
+    ignored = torch.tensor([[[0, 255, 0, 255]]])  # no foreground pixel: the bg mean / 2
     assert torch.isclose(balanced_cross_entropy(logits, ignored), per_pixel[[0, 2]].mean() / 2)
     assert torch.isclose(msc_loss([logits, logits], labels, balanced=True), 2 * expected)

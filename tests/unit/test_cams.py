@@ -1,4 +1,5 @@
 """The CAM family (recam/cams): shapes, ranges, hooks, known answers, batched = per-channel forms."""
+
 from __future__ import annotations
 
 import copy
@@ -50,7 +51,12 @@ def test_shapes_ranges_and_per_image_classes(method: str, tiny) -> None:
     shared = compute_cams(method, tiny, "features", images, [0, 1], **FAST)
     torch.testing.assert_close(maps[0], shared[0])
     torch.testing.assert_close(maps[1].flip(0), shared[1])
-    assert compute_cams(method, tiny, "features", images, torch.zeros(3, 0, dtype=torch.int64), **FAST).shape == (3, 0, 16, 16)
+    assert compute_cams(method, tiny, "features", images, torch.zeros(3, 0, dtype=torch.int64), **FAST).shape == (
+        3,
+        0,
+        16,
+        16,
+    )
 
 
 @pytest.mark.parametrize("method", list(CAM_METHODS))
@@ -72,7 +78,7 @@ def test_hooks_are_removed_after_use_and_after_an_error(method: str, tiny) -> No
     compute_cams(method, tiny, "features", images, [0], **FAST)
     assert hook_count(tiny) == 0 and tiny.training and tiny.features[1].inplace
     with pytest.raises((RuntimeError, IndexError)):
-        compute_cams(method, tiny, "features", images, [7], **FAST)   # no class 7
+        compute_cams(method, tiny, "features", images, [7], **FAST)  # no class 7
     assert hook_count(tiny) == 0 and tiny.training
     tiny.eval()
 
@@ -98,7 +104,9 @@ def test_normalisations() -> None:
     maps = torch.tensor([[[[0.0, 2.0], [1.0, 4.0]], [[0.0, 0.0], [0.0, 0.0]]]])
     torch.testing.assert_close(normalize_max(maps)[0, 0], torch.tensor([[0.0, 2.0], [1.0, 4.0]]) / (4 + 1e-5))
     assert normalize_max(maps)[0, 1].abs().max() == 0 and normalize_max(maps).max() < 1
-    torch.testing.assert_close(normalize_minmax(maps - 1.0)[0, 0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]), atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        normalize_minmax(maps - 1.0)[0, 0], torch.tensor([[0.0, 0.5], [0.25, 1.0]]), atol=1e-6, rtol=0
+    )
     assert resize_maps(maps, (4, 6)).shape == (1, 2, 4, 6)
 
 
@@ -115,8 +123,9 @@ def test_grad_cam_equals_cam_behind_global_average_pooling(cam_net) -> None:
     CAM / (h w) and XGrad-CAM's and LayerCAM's normalised maps equal CAM's for positive weights."""
     images = torch.randn(1, 3, 48, 48)
     reference = cam(cam_net, "backbone.layer4", images, [0, 2])
-    torch.testing.assert_close(grad_cam(cam_net, "backbone.layer4", images, [0, 2]) * 9, reference,
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        grad_cam(cam_net, "backbone.layer4", images, [0, 2]) * 9, reference, atol=1e-5, rtol=1e-4
+    )
     a, g, scores = activation_gradients(cam_net, "backbone.layer4", images, [0, 2])
     weight = cam_net.classifier.weight.flatten(1)[[0, 2]]
     torch.testing.assert_close(g[0], (weight / 9)[:, :, None, None].expand_as(g[0]))
@@ -132,8 +141,9 @@ def test_grad_cam_plusplus_closed_form_behind_global_average_pooling(cam_net) ->
     total = a[0].sum(dim=(-2, -1))
     weights = 9 * F.relu(g) / (2 + total * g)
     expected = F.relu(torch.einsum("c,chw->hw", weights, a[0]))
-    torch.testing.assert_close(grad_cam_plusplus(cam_net, "backbone.layer4", images, [3])[0, 0], expected,
-                               atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        grad_cam_plusplus(cam_net, "backbone.layer4", images, [3])[0, 0], expected, atol=1e-5, rtol=1e-4
+    )
 
 
 def _score_cam_one_forward_per_channel(model, layer, images, class_ids):
@@ -149,8 +159,8 @@ def _score_cam_one_forward_per_channel(model, layer, images, class_ids):
             mask = (channel - channel.min()) / (channel.max() - channel.min() + 1e-8)
             mask = F.interpolate(mask[None, None], size=images.shape[-2:], mode="bilinear", align_corners=False)
             with torch.no_grad():
-                scores.append(logits_of(model(images[b:b + 1] * mask))[0, class_ids])
-        weights = torch.stack(scores).softmax(dim=0)      # (C, K): softmax over channels
+                scores.append(logits_of(model(images[b : b + 1] * mask))[0, class_ids])
+        weights = torch.stack(scores).softmax(dim=0)  # (C, K): softmax over channels
         out[b] = F.relu(torch.einsum("ck,chw->khw", weights, activations[b]))
     return out
 
@@ -165,13 +175,15 @@ def _ablation_one_forward_per_channel(model, layer, images, class_ids):
     for b in range(images.shape[0]):
         drops = []
         for c in range(activations.shape[1]):
+
             def zero(m, i, o, c=c):
                 o = o.clone()
                 o[:, c] = 0
                 return o
+
             handle = module.register_forward_hook(zero)
             with torch.no_grad():
-                drops.append(base[b] - logits_of(model(images[b:b + 1]))[0, class_ids])
+                drops.append(base[b] - logits_of(model(images[b : b + 1]))[0, class_ids])
             handle.remove()
         weights = torch.stack(drops) / base[b].abs()
         out[b] = F.relu(torch.einsum("ck,chw->khw", weights, activations[b]))
@@ -183,8 +195,9 @@ def test_batched_score_cam_equals_one_forward_per_channel(small) -> None:
     images = torch.randn(2, 3, 32, 40)
     reference = _score_cam_one_forward_per_channel(small, "body", images, [1, 3])
     for chunk in (1, 7, 4096):
-        torch.testing.assert_close(score_cam(small, "body", images, [1, 3], chunk_size=chunk),
-                                   reference, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(
+            score_cam(small, "body", images, [1, 3], chunk_size=chunk), reference, atol=1e-5, rtol=1e-4
+        )
 
 
 def test_batched_ablation_cam_equals_one_forward_per_channel(small) -> None:
@@ -194,8 +207,12 @@ def test_batched_ablation_cam_equals_one_forward_per_channel(small) -> None:
     for chunk in (1, 5, 100):
         # Score drops are differences of logits: float32 cancellation, so the tolerance is relative
         # to the map's maximum.
-        torch.testing.assert_close(ablation_cam(small, "body", images, [0, 4], chunk_size=chunk),
-                                   reference, atol=1e-4 * float(reference.max()), rtol=1e-4)
+        torch.testing.assert_close(
+            ablation_cam(small, "body", images, [0, 4], chunk_size=chunk),
+            reference,
+            atol=1e-4 * float(reference.max()),
+            rtol=1e-4,
+        )
 
 
 def test_top_k_keeps_the_channels_of_largest_variance(small) -> None:
@@ -225,7 +242,7 @@ def test_score_cam_probability_weighting_is_the_class_softmax(tiny) -> None:
     masks = channel_masks(activations)
     probs = []
     for c in range(4):
-        up = F.interpolate(masks[:, c:c + 1], size=(32, 32), mode="bilinear", align_corners=False)
+        up = F.interpolate(masks[:, c : c + 1], size=(32, 32), mode="bilinear", align_corners=False)
         with torch.no_grad():
             probs.append(tiny(images * up).softmax(dim=-1)[0, 1])
     expected = F.relu(torch.einsum("c,chw->hw", torch.stack(probs), activations[0]))
@@ -239,7 +256,7 @@ def test_noisy_methods_follow_their_seed(method: str, small) -> None:
     torch.manual_seed(3)
     images = torch.randn(1, 3, 32, 32)
     options = {"n_samples": 2, "top_k": 16, "chunk_size": 8}
-    layer = "body.1"   # at `body` the gradients would not depend on the input (GAP + linear head)
+    layer = "body.1"  # at `body` the gradients would not depend on the input (GAP + linear head)
     first = compute_cams(method, small, layer, images, [1], seed=7, **options)
     torch.testing.assert_close(compute_cams(method, small, layer, images, [1], seed=7, **options), first)
     assert not torch.allclose(compute_cams(method, small, layer, images, [1], seed=8, **options), first)
@@ -247,8 +264,12 @@ def test_noisy_methods_follow_their_seed(method: str, small) -> None:
 
 def test_smooth_grad_cam_plusplus_without_noise_is_grad_cam_plusplus(small) -> None:
     images = torch.randn(1, 3, 32, 32)
-    torch.testing.assert_close(smooth_grad_cam_plusplus(small, "body.1", images, [2], n_samples=3, noise_std=0.0),
-                               grad_cam_plusplus(small, "body.1", images, [2]), atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(
+        smooth_grad_cam_plusplus(small, "body.1", images, [2], n_samples=3, noise_std=0.0),
+        grad_cam_plusplus(small, "body.1", images, [2]),
+        atol=1e-5,
+        rtol=1e-4,
+    )
     with pytest.raises(ValueError, match="n_samples"):
         ss_cam(small, "body", images, [2], n_samples=0)
 

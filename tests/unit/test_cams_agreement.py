@@ -11,6 +11,7 @@ it. Each library's post-processing is replayed on our raw maps (docs/cams.md, "A
 Stated tolerance: max abs difference 1e-4 between maps in [0, 1] (CAM: 1e-4 of the map's
 maximum, compared before normalisation). Measured: 3e-7 to 5e-5 (docs/cams.md).
 """
+
 from __future__ import annotations
 
 import warnings
@@ -44,7 +45,7 @@ def images():
     return torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(1))
 
 
-CLASSES = [3, 7]        # one class per image
+CLASSES = [3, 7]  # one class per image
 
 
 def ours(method: str, model, layer: str, x: torch.Tensor, **options) -> torch.Tensor:
@@ -70,14 +71,16 @@ def grad_cam_lib(cls, model, layer: str, x: torch.Tensor, **attributes) -> torch
 def torchcam_lib(cls, model, layer: str, x: torch.Tensor, seed: int = 0, normalized: bool = True, **options):
     with cls(model, target_layer=layer, **options) as extractor:
         scores = model(x)
-        torch.manual_seed(seed)   # the noisy extractors draw from the global generator
+        torch.manual_seed(seed)  # the noisy extractors draw from the global generator
         maps = extractor(class_idx=CLASSES[: x.shape[0]], scores=scores, normalized=normalized)[0]
     return maps.detach()
 
 
 @pytest.mark.parametrize("layer", ["layer3", "layer4"])
-@pytest.mark.parametrize("method, name", [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus"),
-                                          ("xgradcam", "XGradCAM"), ("layercam", "LayerCAM")])
+@pytest.mark.parametrize(
+    "method, name",
+    [("gradcam", "GradCAM"), ("gradcampp", "GradCAMPlusPlus"), ("xgradcam", "XGradCAM"), ("layercam", "LayerCAM")],
+)
 def test_gradient_methods_agree_with_pytorch_grad_cam(method, name, layer, resnet, images) -> None:
     reference = grad_cam_lib(getattr(pytorch_grad_cam, name), resnet, layer, images)
     mine = as_grad_cam_lib(ours(method, resnet, layer, images), images.shape[-2:])
@@ -95,8 +98,9 @@ def test_gradient_methods_agree_with_torchcam(method, name, layer, resnet, image
 
 def test_cam_agrees_with_torchcam_up_to_the_relu(resnet, images) -> None:
     """torchcam's CAM has no ReLU; compared before normalisation (normalized=False) after one."""
-    reference = torch.relu(torchcam_lib(torchcam_methods.CAM, resnet, "layer4", images, normalized=False,
-                                        fc_layer="fc"))
+    reference = torch.relu(
+        torchcam_lib(torchcam_methods.CAM, resnet, "layer4", images, normalized=False, fc_layer="fc")
+    )
     mine = ours("cam", resnet, "layer4", images)
     assert (mine - reference).abs().max() < TIGHT * float(reference.max())
 
@@ -108,10 +112,12 @@ def test_smooth_grad_cam_plusplus_agrees_with_torchcam_where_the_definitions_mee
     GAP + fc (layer4) the gradient is constant over positions and does not depend on the input, so
     the two meet when the noise is too small to change the activations (std 1e-6): what is compared
     is then the averaging of g^2 and g^3 over samples and alpha."""
-    reference = torchcam_lib(torchcam_methods.SmoothGradCAMpp, resnet, "layer4", images[:1], seed=5,
-                             num_samples=2, std=1e-6)
-    mine = normalize_minmax(ours("smoothgradcampp", resnet, "layer4", images[:1], n_samples=2, noise_std=1e-6, seed=5),
-                            eps=1e-8)
+    reference = torchcam_lib(
+        torchcam_methods.SmoothGradCAMpp, resnet, "layer4", images[:1], seed=5, num_samples=2, std=1e-6
+    )
+    mine = normalize_minmax(
+        ours("smoothgradcampp", resnet, "layer4", images[:1], n_samples=2, noise_std=1e-6, seed=5), eps=1e-8
+    )
     assert (mine - reference).abs().max() < TIGHT
 
 

@@ -1,4 +1,5 @@
 """Dense CRF wrappers and IR labels (spec §6a, §7.1) on tiny images with known answers."""
+
 from __future__ import annotations
 
 from dataclasses import replace
@@ -16,7 +17,7 @@ def two_region_image() -> np.ndarray:
     """(H, W, 3) uint8: dark left half, bright right half, a little noise."""
     rng = np.random.default_rng(0)
     image = np.zeros((H, W, 3), dtype=np.int64)
-    image[:, W // 2:] = 200
+    image[:, W // 2 :] = 200
     return np.clip(image + rng.integers(0, 8, size=image.shape), 0, 255).astype(np.uint8)
 
 
@@ -95,12 +96,12 @@ def test_crf_from_probs_keeps_shape_and_normalises():
     image = two_region_image()
     rng = np.random.default_rng(3)
     logits = rng.normal(size=(3, H, W))
-    logits[1, :, W // 2:] += 4.0
+    logits[1, :, W // 2 :] += 4.0
     probs = np.exp(logits) / np.exp(logits).sum(axis=0, keepdims=True)
     q = crf_from_probs(image, probs)
     assert q.shape == (3, H, W) and q.dtype == np.float32
     np.testing.assert_allclose(q.sum(axis=0), 1.0, atol=1e-5)
-    assert (q.argmax(axis=0)[:, W // 2:] == 1).all()
+    assert (q.argmax(axis=0)[:, W // 2 :] == 1).all()
     # Views (non-contiguous image and probabilities) give the same answer as contiguous copies.
     view = crf_from_probs(np.asfortranarray(image), np.asfortranarray(probs))
     np.testing.assert_array_equal(view, q)

@@ -1,4 +1,5 @@
 """DeepLab models: output sizes and strides, dilations, ASPP, MSC outputs, lr groups, weights."""
+
 from __future__ import annotations
 
 import math
@@ -53,7 +54,12 @@ def test_resnet101_gives_the_spec_sizes_for_a_321_crop() -> None:
         model = build_seg_model(name="deeplabv2_resnet101", num_classes=21)
         outputs = model.train()(torch.empty(1, 3, 321, 321))
     backbone = model.base.backbone
-    assert [len(layer) for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [3, 4, 23, 3]
+    assert [len(layer) for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4)] == [
+        3,
+        4,
+        23,
+        3,
+    ]
     assert all(conv.in_channels == 2048 for conv in model.base.aspp.convs)
     assert [tuple(o.shape) for o in outputs] == [(1, 21, 41, 41), (1, 21, 21, 21), (1, 21, 31, 31), (1, 21, 41, 41)]
 
@@ -66,7 +72,9 @@ def test_aspp_sums_four_dilated_convs_with_the_reference_init() -> None:
     assert abs(weights.std().item() - 0.01) < 0.001 and abs(weights.mean().item()) < 0.001
     assert all(torch.all(c.bias == 0) for c in aspp.convs)
     x = torch.randn(1, 64, 9, 9)
-    expected = sum(nn.functional.conv2d(x, c.weight, c.bias, padding=c.padding, dilation=c.dilation) for c in aspp.convs)
+    expected = sum(
+        nn.functional.conv2d(x, c.weight, c.bias, padding=c.padding, dilation=c.dilation) for c in aspp.convs
+    )
     torch.testing.assert_close(aspp(x), expected)
 
 
@@ -80,8 +88,10 @@ def test_msc_returns_four_maps_in_training_and_their_max_in_eval() -> None:
         base = model.base(x)
     torch.testing.assert_close(full, base)
     assert half.shape[-1] < three_quarters.shape[-1] < full.shape[-1]
-    up = [nn.functional.interpolate(m, size=full.shape[-2:], mode="bilinear", align_corners=False)
-          for m in (half, three_quarters)]
+    up = [
+        nn.functional.interpolate(m, size=full.shape[-2:], mode="bilinear", align_corners=False)
+        for m in (half, three_quarters)
+    ]
     torch.testing.assert_close(fused, torch.maximum(full, torch.maximum(*up)))
     torch.testing.assert_close(evaluated, fused)
 
@@ -134,6 +144,7 @@ def test_backbone_weights_load_from_a_torchvision_state_dict(tmp_path) -> None:
 def test_missing_imagenet_weights_say_what_to_download(tmp_path, monkeypatch) -> None:
     def offline(*args, **kwargs):
         raise OSError("no network")
+
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(RecamInputError, match=r"download https://download.pytorch.org/models/resnet101-.*\.pth"):

@@ -1,4 +1,5 @@
 """Rank helpers without a process group: one process, `alone()`, the global batch split."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,7 @@ def test_alone_hides_the_world_and_restores_it(monkeypatch) -> None:
     with distributed.alone():
         assert (distributed.world_size(), distributed.rank(), distributed.is_main()) == (1, 0, True)
         assert not distributed.is_distributed()
-        with distributed.alone():   # nested blocks keep it hidden
+        with distributed.alone():  # nested blocks keep it hidden
             assert distributed.world_size() == 1
         assert distributed.world_size() == 1
         value = torch.tensor(3.0)

@@ -2,6 +2,7 @@
 
 ResNet-18 keeps these fast; the ResNet-50 layout and values are the golden test's job.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -97,16 +98,20 @@ def test_param_groups_split_the_heads(irn):
 
 
 def test_edge_head_has_the_only_head_bias(irn):
-    biases = [name for name, _ in irn.named_parameters()
-              if name.endswith("bias") and not name.startswith("backbone.") and ".1." not in name]
+    biases = [
+        name
+        for name, _ in irn.named_parameters()
+        if name.endswith("bias") and not name.startswith("backbone.") and ".1." not in name
+    ]
     assert biases == ["fc_edge6.bias"]  # GN shifts (".1.bias") aside
     assert irn.fc_dp7[3].bias is None
 
 
 def test_convert_reference_state_dict_drops_aliases(irn):
     ours = irn.state_dict()
-    reference = {("resnet50." + k.removeprefix("backbone.") if k.startswith("backbone.") else k): v
-                 for k, v in ours.items()}
+    reference = {
+        ("resnet50." + k.removeprefix("backbone.") if k.startswith("backbone.") else k): v for k, v in ours.items()
+    }
     reference["stage1.0.weight"] = ours["backbone.conv1.weight"]
     reference["backbone.0.0.weight"] = ours["backbone.conv1.weight"]
     reference["edge_layers.0.0.weight"] = ours["fc_edge1.0.weight"]
@@ -128,8 +133,7 @@ def _loss_inputs(batch: int, size: tuple[int, int], radius: int, seed: int = 0):
 def test_exact_displacement_field_has_zero_fg_loss():
     path_index, labels = _loss_inputs(2, (14, 18), radius=4)
     h, w = path_index.size
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
     # D(p) = -p gives D(p) - D(p + d) = d for every pair: the perfect foreground displacement.
     dp = -torch.stack([ys, xs])[None].repeat(2, 1, 1, 1)
     pair = pair_displacement(dp, path_index)

@@ -1,4 +1,5 @@
 """Seed labels, confusion/IoU, the one-pass threshold sweep and average precision, on known answers."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Backbone and CAM network: output stride, fixed BN, freezing, weight loading, param groups."""
+
 from __future__ import annotations
 
 import urllib.error
@@ -181,8 +182,12 @@ def test_conv1_frozen_gets_no_grad_and_stays_frozen_after_train():
 def test_freeze_upto_layer2_freezes_layer1_layer2_and_detaches():
     model = build_cam_net(arch="resnet18", num_classes=3, freeze_upto="layer2").train()
     backbone = model.backbone
-    frozen = [*backbone.conv1.parameters(), *backbone.bn1.parameters(),
-              *backbone.layer1.parameters(), *backbone.layer2.parameters()]
+    frozen = [
+        *backbone.conv1.parameters(),
+        *backbone.bn1.parameters(),
+        *backbone.layer1.parameters(),
+        *backbone.layer2.parameters(),
+    ]
     assert frozen and not any(p.requires_grad for p in frozen)
     stages = backbone.forward_stages(_image(1, 3, 64, 64))
     assert not stages["stage2"].requires_grad and stages["stage3"].requires_grad
@@ -240,8 +245,12 @@ def test_mismatched_state_dict_lists_keys(tmp_path):
         build_backbone(arch="resnet18", pretrained=path)
     message = str(err.value)
     assert "\n" not in message and message.startswith("recam: ")
-    for fragment in ("missing keys [layer1.0.conv1.weight]", "unexpected keys [extra.weight]",
-                     "bn1.weight (7,) vs (64,)", path):
+    for fragment in (
+        "missing keys [layer1.0.conv1.weight]",
+        "unexpected keys [extra.weight]",
+        "bn1.weight (7,) vs (64,)",
+        path,
+    ):
         assert fragment in message
 
 

@@ -1,4 +1,5 @@
 """Path index, affinity labels and predicted affinities on tiny grids (spec §6b)."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,12 +1,20 @@
 """The sparse random walk against the dense oracle, and its known answers (spec §6c)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from recam.masks.random_walk import (dense_transition, neighbour_table, pad_edge, random_walk, random_walk_dense,
-                                     rw_to_label, upsample_walk)
+from recam.masks.random_walk import (
+    dense_transition,
+    neighbour_table,
+    pad_edge,
+    random_walk,
+    random_walk_dense,
+    rw_to_label,
+    upsample_walk,
+)
 
 
 def random_inputs(classes: int, height: int, width: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,13 +24,16 @@ def random_inputs(classes: int, height: int, width: int, seed: int) -> tuple[tor
     return cams, edge
 
 
-@pytest.mark.parametrize("classes,height,width,beta,exp_times,radius,seed", [
-    (2, 7, 9, 10.0, 8, 5, 0),
-    (3, 5, 4, 10.0, 3, 5, 1),
-    (1, 9, 6, 2.0, 1, 3, 2),
-    (2, 4, 11, 1.0, 0, 4, 3),
-    (1, 1, 1, 10.0, 8, 5, 4),
-])
+@pytest.mark.parametrize(
+    "classes,height,width,beta,exp_times,radius,seed",
+    [
+        (2, 7, 9, 10.0, 8, 5, 0),
+        (3, 5, 4, 10.0, 3, 5, 1),
+        (1, 9, 6, 2.0, 1, 3, 2),
+        (2, 4, 11, 1.0, 0, 4, 3),
+        (1, 1, 1, 10.0, 8, 5, 4),
+    ],
+)
 def test_sparse_walk_equals_dense_oracle(classes, height, width, beta, exp_times, radius, seed):
     cams, edge = random_inputs(classes, height, width, seed)
     kwargs = {"beta": beta, "exp_times": exp_times, "radius": radius}

@@ -1,4 +1,5 @@
 """ReCAM head: fast class features against the materialised form, normalisation, the SCE loss."""
+
 from __future__ import annotations
 
 import torch
@@ -38,8 +39,10 @@ def test_class_features_equals_materialised_values_and_gradients():
 def test_class_features_float32_close_to_float64():
     cams, feats = random_inputs(1, batch=2, classes=4, channels=16, height=8, width=8)
     torch.testing.assert_close(
-        class_features(cams.float(), feats.float()).double(), class_features_materialized(cams, feats),
-        rtol=1e-5, atol=1e-6,
+        class_features(cams.float(), feats.float()).double(),
+        class_features_materialized(cams, feats),
+        rtol=1e-5,
+        atol=1e-6,
     )
 
 

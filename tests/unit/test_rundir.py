@@ -1,4 +1,5 @@
 """The run-directory contract (recam/rundir.py) on small folders, and the house rules of issue 16."""
+
 from __future__ import annotations
 
 import ast
@@ -43,9 +44,13 @@ def test_first_run_writes_into_next_then_swaps_in(tmp_path) -> None:
     final = _stage(tmp_path, {"a": 1}, {"x.bin": b"1", "sub/y.bin": b"22"})
     assert sorted(p.name for p in final.parent.iterdir()) == ["toy"]
     done = json.loads((final / "DONE").read_text())
-    assert done["manifest"] == {"config.json": (final / "config.json").stat().st_size,
-                                "inputs.json": 3, "results.json": (final / "results.json").stat().st_size,
-                                "sub/y.bin": 2, "x.bin": 1}
+    assert done["manifest"] == {
+        "config.json": (final / "config.json").stat().st_size,
+        "inputs.json": 3,
+        "results.json": (final / "results.json").stat().st_size,
+        "sub/y.bin": 2,
+        "x.bin": 1,
+    }
     assert not (final / "started.json").exists()
 
 
@@ -64,9 +69,9 @@ def test_up_to_date_is_skipped_unless_a_manifest_file_changed(tmp_path) -> None:
     folder, done = rundir.begin(final, {"a": 1})
     assert folder == final and done == {"n": 2}
     rundir.close()
-    (final / "x.bin").write_bytes(b"1")          # changed size
+    (final / "x.bin").write_bytes(b"1")  # changed size
     folder, done = rundir.begin(final, {"a": 1})
-    assert folder == final and done is None      # resumed in place: only what is missing is redone
+    assert folder == final and done is None  # resumed in place: only what is missing is redone
     assert not (final / "DONE").exists() and (final / "y.bin").read_bytes() == b"2"
     rundir.close()
 
@@ -76,7 +81,7 @@ def test_an_interrupted_swap_is_completed_by_the_next_run(tmp_path) -> None:
     staged = final.with_name("toy.next")
     staged.mkdir()
     (staged / "x.bin").write_bytes(b"new")
-    write_json(staged / "DONE", {"key": "k", "manifest": build_manifest(staged)})   # killed between the renames
+    write_json(staged / "DONE", {"key": "k", "manifest": build_manifest(staged)})  # killed between the renames
     rundir = RunDir(RunConfig(name="exp", root=str(tmp_path)))
     rundir.begin(final, {"a": 1})
     assert (final / "x.bin").read_bytes() == b"new" and not (staged / "x.bin").exists()
@@ -150,17 +155,22 @@ def test_irn_losses_with_the_mean_count_over_ranks_average_to_the_whole_batch() 
     index = build_path_index(2, (6, 6))
     n_dirs, n_src = len(index.search_dst), index.src_indices.size
     edge, dp = torch.randn(4, 1, 6, 6), torch.randn(4, 2, 6, 6)
-    labels = {k: (torch.rand(4, n_dirs, n_src) < p).float() for k, p in (("bg_pos", 0.5), ("fg_pos", 0.1), ("neg", 0.3))}
-    labels["fg_pos"][2:] = 0   # the second rank has no foreground pairs at all
+    labels = {
+        k: (torch.rand(4, n_dirs, n_src) < p).float() for k, p in (("bg_pos", 0.5), ("fg_pos", 0.1), ("neg", 0.3))
+    }
+    labels["fg_pos"][2:] = 0  # the second rank has no foreground pairs at all
     whole = irn_losses(edge, dp, labels["bg_pos"], labels["fg_pos"], labels["neg"], index)
     halves = [slice(0, 2), slice(2, 4)]
     counts = {k: torch.stack([v[h].sum() for h in halves]).mean() for k, v in labels.items()}
-    parts = [irn_losses(edge[h], dp[h], labels["bg_pos"][h], labels["fg_pos"][h], labels["neg"][h], index,
-                        counts=counts) for h in halves]
+    parts = [
+        irn_losses(edge[h], dp[h], labels["bg_pos"][h], labels["fg_pos"][h], labels["neg"][h], index, counts=counts)
+        for h in halves
+    ]
     for key in ("pos_aff_loss", "neg_aff_loss", "dp_fg_loss", "dp_bg_loss", "total"):
         torch.testing.assert_close((parts[0][key] + parts[1][key]) / 2, whole[key], rtol=1e-5, atol=1e-6)
-    per_rank = [irn_losses(edge[h], dp[h], labels["bg_pos"][h], labels["fg_pos"][h], labels["neg"][h], index)
-                for h in halves]
+    per_rank = [
+        irn_losses(edge[h], dp[h], labels["bg_pos"][h], labels["fg_pos"][h], labels["neg"][h], index) for h in halves
+    ]
     assert not torch.isclose((per_rank[0]["dp_fg_loss"] + per_rank[1]["dp_fg_loss"]) / 2, whole["dp_fg_loss"])
 
 
@@ -170,7 +180,8 @@ def test_pool_workers_die_with_their_parent(tmp_path) -> None:
         "import os, sys, time\n"
         "from recam.engine.pool import map_jobs\n"
         "from tests.unit.test_rundir import slow_job\n"
-        f"map_jobs(slow_job, [{str(tmp_path)!r}] * 8, num_workers=2, chunksize=1)\n")
+        f"map_jobs(slow_job, [{str(tmp_path)!r}] * 8, num_workers=2, chunksize=1)\n"
+    )
     parent = subprocess.Popen([sys.executable, "-c", script], cwd=REPO, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not list(tmp_path.glob("*.pid")) and time.time() < deadline:
@@ -197,7 +208,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    try:   # a zombie (exited, not yet reaped by init) counts as gone
+    try:  # a zombie (exited, not yet reaped by init) counts as gone
         return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
     except FileNotFoundError:
         return False
@@ -218,12 +229,15 @@ def test_lock_of_a_dead_process_is_stale(tmp_path) -> None:
     lock.mkdir(parents=True)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     from recam.rundir import _HOST
-    write_json(lock / f"{_HOST}.{dead.stdout.strip()}.json",
-               {"key": "other", "host": _HOST, "pid": int(dead.stdout), "since": "then"})
+
+    write_json(
+        lock / f"{_HOST}.{dead.stdout.strip()}.json",
+        {"key": "other", "host": _HOST, "pid": int(dead.stdout), "since": "then"},
+    )
     rundir = RunDir(run)
     folder, done = rundir.begin(final, {"a": 1})
     assert done is None and folder == final.with_name("toy.next")
     rundir.close()
-    with pytest.raises(RecamInputError):   # and a live one of another config is not
+    with pytest.raises(RecamInputError):  # and a live one of another config is not
         write_json(lock / f"{_HOST}.1.json", {"key": "other", "host": _HOST, "pid": 1, "since": "boot"})
         RunDir(run).begin(final, {"a": 2})

@@ -1,5 +1,6 @@
 """Segmentation math and loop: loss with ignore, label resizing, stepped poly schedule, gradient
 accumulation, resume, NaN guard, data order, training crops, label checks, inference."""
+
 from __future__ import annotations
 
 import functools
@@ -23,16 +24,16 @@ from recam.seg.optim import make_seg_sgd, stepped_poly_factor
 
 # ---------------------------------------------------------------- loss
 
+
 def test_cross_entropy_ignores_255_and_matches_a_hand_computation() -> None:
-    logits = torch.tensor([[[[2.0, 0.0], [1.0, 5.0]],
-                            [[0.0, 1.0], [1.0, -5.0]]]], requires_grad=True)   # (1, 2, 2, 2)
+    logits = torch.tensor([[[[2.0, 0.0], [1.0, 5.0]], [[0.0, 1.0], [1.0, -5.0]]]], requires_grad=True)  # (1, 2, 2, 2)
     labels = torch.tensor([[[0, 1], [255, 1]]])
     loss = cross_entropy_ignore(logits, labels)
     # valid pixels: (0,0) label 0 logits (2, 0); (0,1) label 1 logits (0, 1); (1,1) label 1 logits (5, -5)
     hand = (math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1)) + math.log(1 + math.exp(10))) / 3
     assert loss.item() == pytest.approx(hand, rel=1e-6)
     loss.backward()
-    assert torch.all(logits.grad[0, :, 1, 0] == 0)   # the ignored pixel gets no gradient
+    assert torch.all(logits.grad[0, :, 1, 0] == 0)  # the ignored pixel gets no gradient
 
 
 def test_all_ignored_gives_zero_not_nan() -> None:
@@ -49,18 +50,18 @@ def test_rank_losses_with_the_mean_count_average_to_the_whole_batch_gradient() -
     generator = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 4, 4, generator=generator)
     labels = torch.randint(0, 3, (2, 4, 4), generator=generator)
-    labels[0, :3] = 255                                         # rank 0: 4 valid pixels, rank 1: 16
+    labels[0, :3] = 255  # rank 0: 4 valid pixels, rank 1: 16
     whole = logits.clone().requires_grad_(True)
     cross_entropy_ignore(whole, labels).backward()
     counts = (labels != 255).flatten(1).sum(1).float()
-    shards = [logits[r:r + 1].clone().requires_grad_(True) for r in range(2)]
+    shards = [logits[r : r + 1].clone().requires_grad_(True) for r in range(2)]
     for r, shard in enumerate(shards):
-        loss = cross_entropy_ignore(shard, labels[r:r + 1], count_over_ranks=lambda count: counts.mean())
-        (loss / 2).backward()                                   # DDP's mean over 2 ranks
+        loss = cross_entropy_ignore(shard, labels[r : r + 1], count_over_ranks=lambda count: counts.mean())
+        (loss / 2).backward()  # DDP's mean over 2 ranks
     torch.testing.assert_close(torch.cat([s.grad for s in shards]), whole.grad)
-    naive = [logits[r:r + 1].clone().requires_grad_(True) for r in range(2)]
+    naive = [logits[r : r + 1].clone().requires_grad_(True) for r in range(2)]
     for r, shard in enumerate(naive):
-        (cross_entropy_ignore(shard, labels[r:r + 1]) / 2).backward()
+        (cross_entropy_ignore(shard, labels[r : r + 1]) / 2).backward()
     assert not torch.allclose(torch.cat([s.grad for s in naive]), whole.grad)
 
 
@@ -81,10 +82,13 @@ def test_msc_loss_sums_each_map_against_its_resized_label() -> None:
     maps = [torch.randn(2, 3, 8, 8), torch.randn(2, 3, 4, 4), torch.randn(2, 3, 8, 8)]
     expected = sum(nn.functional.cross_entropy(m, resize_labels(labels, m.shape[-2:]), ignore_index=255) for m in maps)
     torch.testing.assert_close(msc_loss(maps, labels), expected)
-    torch.testing.assert_close(msc_loss(maps[0], labels), nn.functional.cross_entropy(maps[0], labels, ignore_index=255))
+    torch.testing.assert_close(
+        msc_loss(maps[0], labels), nn.functional.cross_entropy(maps[0], labels, ignore_index=255)
+    )
 
 
 # ---------------------------------------------------------------- schedule
+
 
 def deeplab_pytorch_lrs(base: float, iterations: int, max_step: int, power: float, every: int) -> list[float]:
     """The rate of each update under deeplab-pytorch's PolynomialLR, simulated as written there:
@@ -101,11 +105,18 @@ def deeplab_pytorch_lrs(base: float, iterations: int, max_step: int, power: floa
 def test_poly_rate_is_recomputed_every_ten_iterations() -> None:
     factors = [stepped_poly_factor(t, max_step=100, power=0.9, every=10) for t in range(25)]
     assert factors[:10] == [1.0] * 10
-    assert factors[10:20] == [pytest.approx(0.9 ** 0.9)] * 10 and factors[20] == pytest.approx(0.8 ** 0.9)
+    assert factors[10:20] == [pytest.approx(0.9**0.9)] * 10 and factors[20] == pytest.approx(0.8**0.9)
     params = [nn.Parameter(torch.zeros(1)), nn.Parameter(torch.zeros(1))]
-    optimizer, scheduler = make_seg_sgd([{"params": [params[0]], "lr": 0.1, "weight_decay": 0.0},
-                                         {"params": [params[1]], "lr": 2.0, "weight_decay": 0.0}],
-                                        momentum=0.9, max_step=100, power=0.9, every=10)
+    optimizer, scheduler = make_seg_sgd(
+        [
+            {"params": [params[0]], "lr": 0.1, "weight_decay": 0.0},
+            {"params": [params[1]], "lr": 2.0, "weight_decay": 0.0},
+        ],
+        momentum=0.9,
+        max_step=100,
+        power=0.9,
+        every=10,
+    )
     seen = []
     for _ in range(100):
         seen.append([g["lr"] for g in optimizer.param_groups])
@@ -116,6 +127,7 @@ def test_poly_rate_is_recomputed_every_ten_iterations() -> None:
 
 
 # ---------------------------------------------------------------- loop
+
 
 class Pixels(torch.utils.data.Dataset):
     """Random images whose label is 1 where channel 0 is positive (255 on a border when `ignore`)."""
@@ -144,26 +156,52 @@ def loss_step(model: nn.Module, batch: dict) -> dict[str, torch.Tensor]:
     return {"loss": msc_loss(model(batch["image"]), batch["label"])}
 
 
-def run_loop(tmp_path, *, iterations: int = 6, batch_size: int = 2, iter_size: int = 2, stop_after: int | None = None,
-             dataset: Pixels | None = None, step_fn=loss_step, checkpoint_every: int = 2, config: dict | None = None,
-             lr: float = 0.05):
+def run_loop(
+    tmp_path,
+    *,
+    iterations: int = 6,
+    batch_size: int = 2,
+    iter_size: int = 2,
+    stop_after: int | None = None,
+    dataset: Pixels | None = None,
+    step_fn=loss_step,
+    checkpoint_every: int = 2,
+    config: dict | None = None,
+    lr: float = 0.05,
+):
     dataset = dataset or Pixels()
     model = tiny_net()
-    optimizer, scheduler = make_seg_sgd([{"params": list(model.parameters()), "lr": lr, "weight_decay": 5e-4}],
-                                        momentum=0.9, max_step=iterations, power=0.9, every=2)
+    optimizer, scheduler = make_seg_sgd(
+        [{"params": list(model.parameters()), "lr": lr, "weight_decay": 5e-4}],
+        momentum=0.9,
+        max_step=iterations,
+        power=0.9,
+        every=2,
+    )
     total = iterations * iter_size
 
     def batches(start: int):
         sampler = StepBatchSampler(len(dataset), batch_size, seed=0, start=start, total=total)
         for count, batch in enumerate(torch.utils.data.DataLoader(dataset, batch_sampler=sampler)):
             if stop_after is not None and start + count >= stop_after:
-                raise KeyboardInterrupt   # the process is killed mid-run
+                raise KeyboardInterrupt  # the process is killed mid-run
             yield batch
 
-    result = train_iterations(model=model, batches=batches, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler,
-                              iterations=iterations, iter_size=iter_size, device=torch.device("cpu"),
-                              checkpoint_dir=tmp_path, checkpoint_extra={"config": config or {"run": 1}},
-                              checkpoint_every=checkpoint_every, desc="test", log_every=1)
+    result = train_iterations(
+        model=model,
+        batches=batches,
+        step_fn=step_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        iterations=iterations,
+        iter_size=iter_size,
+        device=torch.device("cpu"),
+        checkpoint_dir=tmp_path,
+        checkpoint_extra={"config": config or {"run": 1}},
+        checkpoint_every=checkpoint_every,
+        desc="test",
+        log_every=1,
+    )
     return model, result
 
 
@@ -185,7 +223,7 @@ def test_accumulation_equals_one_big_batch(tmp_path) -> None:
 def test_resume_gives_the_weights_of_an_uninterrupted_run(tmp_path) -> None:
     straight, result = run_loop(tmp_path / "straight")
     with pytest.raises(KeyboardInterrupt):
-        run_loop(tmp_path / "resumed", stop_after=9)          # killed in update 5; last.pt holds update 4
+        run_loop(tmp_path / "resumed", stop_after=9)  # killed in update 5; last.pt holds update 4
     resumed, again = run_loop(tmp_path / "resumed")
     for a, b in zip(straight.parameters(), resumed.parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
@@ -203,6 +241,7 @@ def test_checkpoint_of_another_config_is_not_resumed(tmp_path) -> None:
 def test_nan_loss_names_iteration_and_images(tmp_path) -> None:
     def nan_step(model, batch):
         return {"loss": model(batch["image"]).sum() * float("nan")}
+
     with pytest.raises(NonFiniteLossError, match=r"iteration 1 .*images \['img"):
         run_loop(tmp_path, step_fn=nan_step)
 
@@ -227,6 +266,7 @@ def test_step_sampler_resumes_mid_run_and_covers_epochs() -> None:
 
 # ---------------------------------------------------------------- data
 
+
 @pytest.fixture
 def voc_like(tmp_path):
     """Two 20x30 images with labels (values 0..2) in a VOC-like folder."""
@@ -244,15 +284,32 @@ def label_path(folder, image_id):
 
 
 def test_training_crop_pads_with_mean_and_ignore(voc_like) -> None:
-    dataset = SegTrainDataset(str(voc_like), ["a", "b"], functools.partial(label_path, voc_like), num_labels=3,
-                              crop_size=40, scales=[1.0], mean=[0.5] * 3, std=[0.25] * 3, seed=0)
+    dataset = SegTrainDataset(
+        str(voc_like),
+        ["a", "b"],
+        functools.partial(label_path, voc_like),
+        num_labels=3,
+        crop_size=40,
+        scales=[1.0],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+        seed=0,
+    )
     item = dataset[(0, 0)]
     assert item["image"].shape == (3, 40, 40) and item["label"].shape == (40, 40) and item["label"].dtype == torch.int64
-    assert torch.all(item["label"][20:] == 255) and torch.all(item["image"][:, 20:] == 0)   # bottom padding
+    assert torch.all(item["label"][20:] == 255) and torch.all(item["image"][:, 20:] == 0)  # bottom padding
     assert (item["label"] == 2).sum() == 100 and (item["label"] == 0).sum() == 500
-    torch.testing.assert_close(dataset[(0, 0)]["image"], item["image"])                    # same key, same crop
-    scaled = SegTrainDataset(str(voc_like), ["a"], functools.partial(label_path, voc_like), num_labels=3,
-                             crop_size=8, scales=[0.5], mean=[0.5] * 3, std=[0.25] * 3)[0]
+    torch.testing.assert_close(dataset[(0, 0)]["image"], item["image"])  # same key, same crop
+    scaled = SegTrainDataset(
+        str(voc_like),
+        ["a"],
+        functools.partial(label_path, voc_like),
+        num_labels=3,
+        crop_size=8,
+        scales=[0.5],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )[0]
     assert scaled["image"].shape == (3, 8, 8)
 
 
@@ -261,7 +318,7 @@ def test_pad_and_crop_windows_large_images_and_pads_small_ones_bottom_right() ->
     image, cropped = pad_and_crop(np.ones((30, 50, 3), np.float32), label, 20, np.random.default_rng(1))
     assert image.shape == (20, 20, 3) and np.all(image == 1)
     top, left = divmod(int(cropped[0, 0]), 50)
-    np.testing.assert_array_equal(cropped, label[top:top + 20, left:left + 20])
+    np.testing.assert_array_equal(cropped, label[top : top + 20, left : left + 20])
     small = np.arange(120).reshape(10, 12).astype(np.uint8)
     image, padded = pad_and_crop(np.ones((10, 12, 3), np.float32), small, 16, np.random.default_rng(1))
     np.testing.assert_array_equal(padded[:10, :12], small)
@@ -274,8 +331,16 @@ def test_bad_label_values_name_the_file(voc_like) -> None:
     save_label_png(voc_like / "labels" / "b.png", bad)
     with pytest.raises(RecamInputError, match=r"labels/b\.png has values \[7\]"):
         check_label_files(str(voc_like), ["a", "b"], functools.partial(label_path, voc_like), 3)
-    dataset = SegTrainDataset(str(voc_like), ["a", "b"], functools.partial(label_path, voc_like), num_labels=3,
-                              crop_size=16, scales=[1.0], mean=[0.5] * 3, std=[0.25] * 3)
+    dataset = SegTrainDataset(
+        str(voc_like),
+        ["a", "b"],
+        functools.partial(label_path, voc_like),
+        num_labels=3,
+        crop_size=16,
+        scales=[1.0],
+        mean=[0.5] * 3,
+        std=[0.25] * 3,
+    )
     with pytest.raises(RecamInputError, match="b.png"):
         dataset[1]
     check_label_values(np.array([[0, 2, 255]]), 3, "ok.png")
@@ -291,9 +356,10 @@ def test_missing_and_mis_sized_label_files_are_named(voc_like) -> None:
 
 # ---------------------------------------------------------------- inference
 
+
 def test_predict_probs_is_a_distribution_and_flip_invariant_for_an_equivariant_model() -> None:
     torch.manual_seed(0)
-    model = nn.Conv2d(3, 4, 1).eval()        # pointwise: commutes with a mirror
+    model = nn.Conv2d(3, 4, 1).eval()  # pointwise: commutes with a mirror
     image = torch.randn(1, 3, 12, 17)
     plain = predict_probs(model, image)
     assert plain.shape == (4, 12, 17)

@@ -1,4 +1,5 @@
 """The synthetic VOC-layout dataset: layout, determinism, idempotency, XML/mask agreement, statistics."""
+
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
@@ -61,7 +62,7 @@ def test_layout(small_root: Path) -> None:
             assert image.mode == "RGB"
             size = image.size
         with Image.open(small_root / "SegmentationClass" / f"{image_id}.png") as mask_image:
-            assert mask_image.mode == "P"          # palette PNG, like VOC's GT
+            assert mask_image.mode == "P"  # palette PNG, like VOC's GT
             assert mask_image.size == size
             mask = np.array(mask_image)
         assert set(np.unique(mask)) <= set(range(K + 1)) | {255}
@@ -116,7 +117,7 @@ def test_object_boxes_are_tight_around_visible_pixels() -> None:
         sample = render_sample(0, index)
         for obj in sample.objects:
             xmin, ymin, xmax, ymax = obj.bbox
-            inside = sample.label[ymin - 1:ymax, xmin - 1:xmax] == obj.class_id
+            inside = sample.label[ymin - 1 : ymax, xmin - 1 : xmax] == obj.class_id
             assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
 
 
@@ -151,7 +152,7 @@ def test_idempotent_and_overwrite(tmp_path: Path) -> None:
     stamp = probe.stat().st_mtime_ns
     summary_stamp = (root / "synthetic.json").stat().st_mtime_ns
 
-    result = generate_synthetic(root, SimpleNamespace(**vars(SMALL)))   # any object with the fields
+    result = generate_synthetic(root, SimpleNamespace(**vars(SMALL)))  # any object with the fields
     assert not result["generated"]
     assert result["counts"] == {"train": 12, "val": 6, "extra": 4, "train_aug": 16}
     assert probe.stat().st_mtime_ns == stamp
@@ -174,7 +175,7 @@ def test_regenerating_smaller_removes_stale_files(tmp_path: Path) -> None:
 def test_interrupted_generation_is_redone(tmp_path: Path) -> None:
     root = tmp_path / "VOC2012"
     generate_synthetic(root, SMALL)
-    (root / "synthetic.json").unlink()                  # as if killed before the last write
+    (root / "synthetic.json").unlink()  # as if killed before the last write
     assert generate_synthetic(root, SMALL)["generated"]
     summary = (root / "synthetic.json").read_text()
     assert VERSION in summary and '"n_train": 12' in summary
@@ -196,10 +197,10 @@ def test_ignore_band_known_answer() -> None:
     label = np.zeros((6, 6), np.uint8)
     label[2:4, 2:5] = 3
     expected = np.zeros((6, 6), np.uint8)
-    expected[1:5, 1:6] = 255            # one pixel each side of the 2x3 object's boundary
+    expected[1:5, 1:6] = 255  # one pixel each side of the 2x3 object's boundary
     assert np.array_equal(add_ignore_band(label), expected)
     label[:, :] = 2
-    assert np.array_equal(add_ignore_band(label), label)   # no boundary, no band
+    assert np.array_equal(add_ignore_band(label), label)  # no boundary, no band
 
 
 def test_annotation_xml_format() -> None:
@@ -232,8 +233,8 @@ def test_statistics_at_default_sizes(tmp_path: Path) -> None:
         band += int((mask == 255).sum())
         pixels += mask.size
         sizes.add(mask.shape)
-    assert 0.01 < band / pixels < 0.08        # a thin band (VOC: ~5 % of pixels are void), not a halo
-    assert {(128, 160), (160, 128)} <= sizes and len(sizes) > 3   # bucketable sizes and varied ones
+    assert 0.01 < band / pixels < 0.08  # a thin band (VOC: ~5 % of pixels are void), not a halo
+    assert {(128, 160), (160, 128)} <= sizes and len(sizes) > 3  # bucketable sizes and varied ones
     assert sum(len(xml_objects(p)) for p in (root / "Annotations").glob("*.xml")) > 60
 
 

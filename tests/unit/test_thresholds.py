@@ -1,12 +1,25 @@
 """GT-free threshold selectors on maps whose answer is known (recam/thresholds)."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from recam.thresholds import (SELECTORS, ScoreMap, candidate_grid, edge_contrast, label_agreement, linked_thresholds,
-                              sample_ids, select_consensus, select_crf, select_edges, select_otsu, select_stability,
-                              select_threshold)
+from recam.thresholds import (
+    SELECTORS,
+    ScoreMap,
+    candidate_grid,
+    edge_contrast,
+    label_agreement,
+    linked_thresholds,
+    sample_ids,
+    select_consensus,
+    select_crf,
+    select_edges,
+    select_otsu,
+    select_stability,
+    select_threshold,
+)
 
 GRID = candidate_grid(0.05, 0.95, 0.01)
 
@@ -14,10 +27,10 @@ GRID = candidate_grid(0.05, 0.95, 0.01)
 def step_map(low: float, high: float, size: int = 32, box: tuple[int, int] = (8, 24), colour: bool = True) -> ScoreMap:
     """One class: `high` inside a square, `low` outside; the image is white there, black elsewhere."""
     scores = np.full((1, size, size), low, dtype=np.float32)
-    scores[0, box[0]:box[1], box[0]:box[1]] = high
+    scores[0, box[0] : box[1], box[0] : box[1]] = high
     image = np.zeros((size, size, 3), dtype=np.uint8)
     if colour:
-        image[box[0]:box[1], box[0]:box[1]] = 255
+        image[box[0] : box[1], box[0] : box[1]] = 255
     return ScoreMap(scores=scores, keys=np.array([3]), image=image)
 
 
@@ -42,7 +55,7 @@ def test_candidate_grid_is_inclusive_and_rounded() -> None:
 def test_a_clean_two_level_step_gives_the_middle_of_its_plateau(select) -> None:
     # Every t in [0.2, 0.8) gives the same partition: each selector returns the plateau's middle.
     chosen = select([step_map(0.2, 0.8)], GRID)
-    tolerance = 0.01 if select is not select_crf else 0.03   # crf: coarse grid of 0.05 on a plateau
+    tolerance = 0.01 if select is not select_crf else 0.03  # crf: coarse grid of 0.05 on a plateau
     assert abs(chosen.threshold - 0.495) <= tolerance, chosen
     assert 0.0 <= chosen.score <= 1.0
 
@@ -52,15 +65,17 @@ def test_otsu_of_a_step_is_perfectly_separable_and_matches_a_brute_force() -> No
     chosen = select_otsu(maps, GRID)
     # Brute force: between-class variance of the pooled maxima, each image weighing 1.
     values = [m.scores.reshape(-1).astype(np.float64) for m in maps]
+
     def between(t: float) -> float:
         w0 = np.mean([np.mean(v <= t) for v in values])
         s0 = np.mean([np.sum(v[v <= t]) / v.size for v in values])
         s = np.mean([v.mean() for v in values])
         return 0.0 if w0 in (0, 1) else w0 * (1 - w0) * (s0 / w0 - (s - s0) / (1 - w0)) ** 2
+
     brute = np.array([between(float(t)) for t in GRID])
     assert between(chosen.threshold) == pytest.approx(brute.max(), rel=1e-9)
     one = select_otsu([step_map(0.2, 0.8)], GRID)
-    assert one.score == pytest.approx(1.0)   # two values only: all the variance is between classes
+    assert one.score == pytest.approx(1.0)  # two values only: all the variance is between classes
 
 
 def test_stability_skips_the_trivial_plateaus() -> None:
@@ -93,7 +108,7 @@ def test_edges_finds_the_cam_level_that_follows_the_image_edge() -> None:
     # The border of the white square in a two-level map crosses a gradient of 255 per pixel.
     square = step_map(0.2, 0.8)
     contrast = edge_contrast(square, 0.5)
-    assert contrast > 10 and np.isnan(edge_contrast(square, 0.1))   # t below both levels: no border
+    assert contrast > 10 and np.isnan(edge_contrast(square, 0.1))  # t below both levels: no border
 
 
 def test_consensus_is_the_mean_of_otsu_and_edges() -> None:
@@ -112,7 +127,9 @@ def test_label_agreement_counts_a_known_label_missing_from_both_as_zero() -> Non
 
 
 def test_images_without_classes_are_skipped_and_an_empty_sample_fails() -> None:
-    empty = ScoreMap(scores=np.zeros((0, 8, 8), np.float32), keys=np.zeros(0, np.int64), image=np.zeros((8, 8, 3), np.uint8))
+    empty = ScoreMap(
+        scores=np.zeros((0, 8, 8), np.float32), keys=np.zeros(0, np.int64), image=np.zeros((8, 8, 3), np.uint8)
+    )
     for name in SELECTORS:
         with_empty = select_threshold(name, [step_map(0.2, 0.8), empty], GRID)
         alone = select_threshold(name, [step_map(0.2, 0.8)], GRID)
@@ -133,5 +150,5 @@ def test_sample_ids_are_a_fixed_subset_in_list_order() -> None:
 
 def test_linked_thresholds_reproduce_recam_defaults() -> None:
     assert linked_thresholds(0.21) == {"fg": 0.35, "bg": 0.1}
-    assert linked_thresholds(0.05) == {"fg": 0.19, "bg": 0.01}   # clipped, never <= 0
+    assert linked_thresholds(0.05) == {"fg": 0.19, "bg": 0.01}  # clipped, never <= 0
     assert linked_thresholds(0.95)["fg"] == 0.99

@@ -1,4 +1,5 @@
 """The training loop: the loss falls, resume equals an uninterrupted run, NaN stops with ids."""
+
 from __future__ import annotations
 
 import pytest
@@ -40,11 +41,25 @@ def _train(tmp_path, epochs: int, step_fn=bce_step, seed: int = 0, config: dict 
     torch.manual_seed(seed)
     model = build_cam_net(arch="resnet18", num_classes=3, fixed_bn=False)
     loader = DataLoader(Blobs(), batch_size=8, shuffle=False, drop_last=True)
-    optimizer, scheduler = make_poly_sgd(model.param_groups(lr=0.01, head_lr_mult=10, weight_decay=1e-4),
-                                         momentum=0.9, max_step=6 * len(loader), power=0.9)
-    history = train_epochs(model=model, loader=loader, step_fn=step_fn, optimizer=optimizer, scheduler=scheduler,
-                           epochs=epochs, device=torch.device("cpu"), checkpoint_dir=tmp_path,
-                           checkpoint_extra={"config": config}, validate=lambda m: {}, desc="test")
+    optimizer, scheduler = make_poly_sgd(
+        model.param_groups(lr=0.01, head_lr_mult=10, weight_decay=1e-4),
+        momentum=0.9,
+        max_step=6 * len(loader),
+        power=0.9,
+    )
+    history = train_epochs(
+        model=model,
+        loader=loader,
+        step_fn=step_fn,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        epochs=epochs,
+        device=torch.device("cpu"),
+        checkpoint_dir=tmp_path,
+        checkpoint_extra={"config": config},
+        validate=lambda m: {},
+        desc="test",
+    )
     return model, history
 
 
@@ -56,8 +71,8 @@ def test_loss_falls(tmp_path) -> None:
 
 def test_resume_equals_uninterrupted_run(tmp_path) -> None:
     straight, _ = _train(tmp_path / "a", epochs=3)
-    _train(tmp_path / "b", epochs=2)                       # "killed" after epoch 2 ...
-    resumed, history = _train(tmp_path / "b", epochs=3, seed=123)   # ... restarted: resumes from last.pt
+    _train(tmp_path / "b", epochs=2)  # "killed" after epoch 2 ...
+    resumed, history = _train(tmp_path / "b", epochs=3, seed=123)  # ... restarted: resumes from last.pt
     assert [h["epoch"] for h in history] == [1, 2, 3]
     for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -74,6 +89,6 @@ def test_nan_loss_stops_naming_step_and_images(tmp_path) -> None:
 def test_checkpoint_of_another_config_is_not_resumed(tmp_path) -> None:
     _train(tmp_path, epochs=1, config={"lr": 1})
     _, history = _train(tmp_path, epochs=2, config={"lr": 2})
-    assert [h["epoch"] for h in history] == [1, 2]          # started over, not resumed after epoch 1
+    assert [h["epoch"] for h in history] == [1, 2]  # started over, not resumed after epoch 1
     _, history = _train(tmp_path, epochs=3, config={"lr": 2})
-    assert [h["epoch"] for h in history] == [1, 2, 3]       # same config: resumed (history kept)
+    assert [h["epoch"] for h in history] == [1, 2, 3]  # same config: resumed (history kept)

@@ -1,4 +1,5 @@
 """Transforms of spec §1.5 and the datasets built on them."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,8 @@ def rng(seed: int = 0) -> np.random.Generator:
 
 
 def test_scaled_size_rounds_half_to_even() -> None:
-    assert T.scaled_size(37, 45, 0.5) == (18, 22)     # 18.5 -> 18, 22.5 -> 22
-    assert T.scaled_size(45, 37, 1.5) == (68, 56)     # 67.5 -> 68, 55.5 -> 56
+    assert T.scaled_size(37, 45, 0.5) == (18, 22)  # 18.5 -> 18, 22.5 -> 22
+    assert T.scaled_size(45, 37, 1.5) == (68, 56)  # 67.5 -> 68, 55.5 -> 56
 
 
 @pytest.mark.parametrize("shape", [(40, 60), (60, 40), (50, 50)])
@@ -38,8 +39,8 @@ def test_random_crop_of_a_larger_image_is_a_window() -> None:
     label = np.arange(20 * 30).reshape(20, 30).astype(np.uint8)
     crop_image, crop_label = T.random_crop([image, label], 10, [0.0, 255], rng(3))
     top, left = divmod(int(crop_image[0, 0, 0]), 30)
-    np.testing.assert_array_equal(crop_image, image[top:top + 10, left:left + 10])
-    np.testing.assert_array_equal(crop_label, label[top:top + 10, left:left + 10])
+    np.testing.assert_array_equal(crop_image, image[top : top + 10, left : left + 10])
+    np.testing.assert_array_equal(crop_label, label[top : top + 10, left : left + 10])
 
 
 def test_random_crop_of_a_smaller_image_pads_at_a_random_place() -> None:
@@ -50,10 +51,10 @@ def test_random_crop_of_a_smaller_image_pads_at_a_random_place() -> None:
         crop_image, crop_label = T.random_crop([image, label], 10, [0.0, 255], rng(seed))
         rows, cols = np.nonzero(crop_image[..., 0])
         assert (rows.max() - rows.min() + 1, cols.max() - cols.min() + 1) == (4, 6)
-        np.testing.assert_array_equal(crop_label == 7, crop_image[..., 0] == 1)   # one shared box
+        np.testing.assert_array_equal(crop_label == 7, crop_image[..., 0] == 1)  # one shared box
         assert set(np.unique(crop_label)) == {7, 255}
         offsets.add((rows.min(), cols.min()))
-    assert len(offsets) > 5                 # not always the top-left corner
+    assert len(offsets) > 5  # not always the top-left corner
 
 
 def test_top_left_crop() -> None:
@@ -100,8 +101,15 @@ def test_size_buckets_group_equal_sizes() -> None:
 
 
 def test_collate_multiscale_stacks_per_scale() -> None:
-    samples = [{"id": f"i{k}", "size": (4, 6), "label": np.ones(3, np.float32),
-                "images": [torch.full((3, 4, 6), float(k)), torch.zeros(3, 2, 3)]} for k in range(3)]
+    samples = [
+        {
+            "id": f"i{k}",
+            "size": (4, 6),
+            "label": np.ones(3, np.float32),
+            "images": [torch.full((3, 4, 6), float(k)), torch.zeros(3, 2, 3)],
+        }
+        for k in range(3)
+    ]
     batch = collate_multiscale(samples)
     assert batch["ids"] == ["i0", "i1", "i2"] and batch["size"] == (4, 6)
     assert [tuple(x.shape) for x in batch["images"]] == [(3, 3, 4, 6), (3, 3, 2, 3)]

@@ -4,6 +4,7 @@ The fake devkit has the reference ids as file names only (zero-byte JPEGs and Se
 PNGs, since the derivation reads names) and XML annotations written from the reference labels,
 with difficult, truncated, duplicated and part-carrying objects mixed in to exercise the label rules.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,28 @@ from recam.errors import RecamInputError
 # Spec §1.3: per-class positive counts of the reference label file (the spec's sanity check).
 SPEC_COUNTS = {
     "train": [88, 65, 105, 78, 87, 78, 128, 131, 148, 64, 82, 121, 68, 81, 442, 82, 63, 93, 83, 84],
-    "train_aug": [590, 504, 705, 468, 714, 393, 1150, 1005, 1228, 267, 613, 1188, 445, 492, 4155, 522,
-                  300, 649, 503, 567],
+    "train_aug": [
+        590,
+        504,
+        705,
+        468,
+        714,
+        393,
+        1150,
+        1005,
+        1228,
+        267,
+        613,
+        1188,
+        445,
+        492,
+        4155,
+        522,
+        300,
+        649,
+        503,
+        567,
+    ],
     "val": [90, 79, 103, 72, 96, 74, 127, 119, 123, 71, 75, 128, 79, 76, 445, 85, 57, 90, 84, 74],
 }
 SPEC_SIZES = {"train": 1464, "val": 1449, "train_aug": 10582, "test": 1456}
@@ -44,16 +65,20 @@ PERSON = VOC_CLASSES.index("person")
 
 def _object(name: str, *, difficult: bool = False, truncated: bool = False, parts: tuple[str, ...] = ()) -> str:
     part_xml = "".join(f"<part><name>{part}</name><bndbox><xmin>1</xmin></bndbox></part>" for part in parts)
-    return (f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{int(truncated)}</truncated>"
-            f"<difficult>{int(difficult)}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax>"
-            f"<ymax>9</ymax></bndbox>{part_xml}</object>")
+    return (
+        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{int(truncated)}</truncated>"
+        f"<difficult>{int(difficult)}</difficult><bndbox><xmin>1</xmin><ymin>1</ymin><xmax>9</xmax>"
+        f"<ymax>9</ymax></bndbox>{part_xml}</object>"
+    )
 
 
 def _annotation(image_id: str, objects: list[str]) -> str:
-    return (f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
-            f"<owner><flickrid>someone</flickrid><name>Fried Camels</name></owner>"
-            f"<size><width>10</width><height>10</height><depth>3</depth></size>"
-            f"<segmented>1</segmented>{''.join(objects)}</annotation>")
+    return (
+        f"<annotation><folder>VOC2012</folder><filename>{image_id}.jpg</filename>"
+        f"<owner><flickrid>someone</flickrid><name>Fried Camels</name></owner>"
+        f"<size><width>10</width><height>10</height><depth>3</depth></size>"
+        f"<segmented>1</segmented>{''.join(objects)}</annotation>"
+    )
 
 
 def _fake_xml(image_id: str, row: np.ndarray, n: int) -> str:
@@ -187,7 +212,7 @@ def test_prepare_writes_reference_files(prepared, reference):
         np.testing.assert_array_equal(z["labels"], reference["labels"])
     assert (out / "class_names.txt").read_text().split("\n")[:-1] == list(VOC_CLASSES)
     saved = json.loads((out / "label_stats.json").read_text())
-    assert stats["bad_images"] == {}   # check_images defaults to none in the function (zero-byte JPEGs here)
+    assert stats["bad_images"] == {}  # check_images defaults to none in the function (zero-byte JPEGs here)
     assert saved == json.loads(json.dumps({k: v for k, v in stats.items() if k != "bad_images"}))
     for split, counts in SPEC_COUNTS.items():
         assert list(saved["splits"][split]["per_class"].values()) == counts
@@ -229,13 +254,16 @@ def test_write_prepared_sorts_rows_and_rejects_uncovered_ids(tmp_path):
 
 
 def test_xml_parts_ignored_difficult_counted_unknown_ignored(tmp_path):
-    xml = _annotation("2007_000001", [
-        _object("person", parts=("head", "hand", "cat")),  # a part named like a class is still a part
-        _object("dog", difficult=True),
-        _object(" bicycle\n", truncated=True),
-        _object("background"),
-        _object("Person"),  # names are matched exactly, as the reference does
-    ])
+    xml = _annotation(
+        "2007_000001",
+        [
+            _object("person", parts=("head", "hand", "cat")),  # a part named like a class is still a part
+            _object("dog", difficult=True),
+            _object(" bicycle\n", truncated=True),
+            _object("background"),
+            _object("Person"),  # names are matched exactly, as the reference does
+        ],
+    )
     path = tmp_path / "a.xml"
     path.write_text(xml)
     label = labels_from_xml(path, VOC_CLASSES)
@@ -261,8 +289,10 @@ def test_corrupt_xml_names_its_path(tmp_path):
 
 def test_read_id_list_keeps_strings_and_takes_deeplab_stems(tmp_path):
     path = tmp_path / "list.txt"
-    path.write_text("2007_000032\n\n  \n/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n"
-                    "2008_000002 extra\n0001\n")
+    path.write_text(
+        "2007_000032\n\n  \n/JPEGImages/2007_000039.jpg /SegmentationClassAug/2007_000039.png\n"
+        "2008_000002 extra\n0001\n"
+    )
     assert read_id_list(path) == ["2007_000032", "2007_000039", "2008_000002", "0001"]
     with pytest.raises(RecamInputError, match="missing.txt"):
         read_id_list(tmp_path / "missing.txt")

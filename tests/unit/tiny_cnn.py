@@ -5,13 +5,14 @@ a weak "anything bright" channel; GAP and a linear layer score the classes. `sce
 square (class 0's object) and a blue square (class 1's) on a grey background, so every CAM method
 should light up the square of the class asked for.
 """
+
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
 SIZE = 32
-RED_BOX = (slice(6, 16), slice(4, 14))      # rows, cols of the red square
+RED_BOX = (slice(6, 16), slice(4, 14))  # rows, cols of the red square
 BLUE_BOX = (slice(18, 28), slice(16, 28))
 
 
@@ -19,10 +20,14 @@ class TinyCnn(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         conv = nn.Conv2d(3, 4, kernel_size=2, stride=2)
-        detectors = torch.tensor([[1.0, -1.0, -1.0],    # red
-                                  [-1.0, -1.0, 1.0],    # blue
-                                  [-1.0, 1.0, -1.0],    # green (absent from the scenes)
-                                  [0.3, 0.3, 0.3]])     # anything bright, weakly
+        detectors = torch.tensor(
+            [
+                [1.0, -1.0, -1.0],  # red
+                [-1.0, -1.0, 1.0],  # blue
+                [-1.0, 1.0, -1.0],  # green (absent from the scenes)
+                [0.3, 0.3, 0.3],
+            ]
+        )  # anything bright, weakly
         with torch.no_grad():
             conv.weight.copy_(detectors[:, :, None, None].expand(-1, -1, 2, 2) / 4)
             conv.bias.copy_(torch.tensor([0.0, 0.0, 0.0, -0.1]))
@@ -55,8 +60,13 @@ class SmallCnn(nn.Module):
     def __init__(self, num_classes: int = 5, seed: int = 0) -> None:
         super().__init__()
         generator = torch.Generator().manual_seed(seed)
-        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-                                  nn.Conv2d(8, 24, 3, stride=2, padding=1), nn.BatchNorm2d(24), nn.ReLU(inplace=True))
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 8, 3, stride=2, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 24, 3, stride=2, padding=1),
+            nn.BatchNorm2d(24),
+            nn.ReLU(inplace=True),
+        )
         self.classifier = nn.Conv2d(24, num_classes, 1, bias=False)
         with torch.no_grad():
             for p in self.parameters():
