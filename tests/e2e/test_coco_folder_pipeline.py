@@ -12,7 +12,7 @@ import pytest
 from recam.data.synthetic import SYNTHETIC_COCO_IDS, generate_synthetic_coco
 from recam.config import SyntheticParams
 from recam.errors import RecamInputError
-from recam.io import load_label_png, load_npz
+from recam.io import read_json, load_label_png, load_npz
 from recam.pipeline import run_stage
 from recam.plan import PLAN, step_folder
 from recam.rundir import RunDir
@@ -172,7 +172,8 @@ def test_folder_inconsistencies_are_one_line_errors(tmp_path: Path, breakage, me
 
 
 def test_folder_without_ground_truth_to_pseudo_masks(tmp_path: Path) -> None:
-    """The README's three commands: prepare, train (cam + recam), then seeds -> IR labels -> IRN -> masks."""
+    """The README's three commands: prepare, train (cam + recam), then seeds -> IR labels -> IRN -> masks,
+    every threshold chosen without ground truth (there is none)."""
     root = build_folder(tmp_path / "mine", count=10)
     shutil.rmtree(root / "masks")
     base = [
@@ -182,6 +183,10 @@ def test_folder_without_ground_truth_to_pseudo_masks(tmp_path: Path) -> None:
         "dataset=folder",
         f"dataset.folder.root={root}",
         "irn.val_split=null",
+        "ir_labels.fg_threshold=auto",
+        "ir_labels.bg_threshold=auto",
+        "masks.bg_threshold=auto",
+        "thresholds.sample_size=4",
     ]
     run_stage(compose_config([*base, "stage=prepare"]))
     run_stage(compose_config([*base, "stage=all", "stage.steps=[cam,recam]"]))
@@ -191,3 +196,5 @@ def test_folder_without_ground_truth_to_pseudo_masks(tmp_path: Path) -> None:
     masks = sorted(p.stem for p in rundir.stage_dir("masks", "irn").glob("*.png"))
     assert masks == sorted(train) and len(train) == 8
     assert all(load_label_png(rundir.stage_dir("masks", "irn") / f"{i}.png").max() <= 8 for i in train)
+    chosen = read_json(rundir.stage_dir("masks", "irn") / "results.json")["auto"]
+    assert 0 < chosen["threshold"] < 1 and "selector" in chosen
