@@ -48,8 +48,11 @@ from recam.io import fingerprint, pid_alive, read_json, remove_stale_temporaries
 log = logging.getLogger(__name__)
 
 NEXT, PREV, LOCK = ".next", ".prev", ".lock"
-# Not part of a manifest: the markers themselves, and files that change after DONE by design.
+# Not part of a manifest: the markers themselves, files that change after DONE by design, and the
+# resume state and training curves (deleting checkpoints/ to save disk must not make a finished
+# training stage out of date).
 UNLISTED = {"DONE", "started.json", "summary_entry.json"}
+UNLISTED_DIRS = {"checkpoints", "tb"}
 SUMMARY_ENTRY = "summary_entry.json"
 # The config key that names a stage's sub-folder, where it is not `<stage>.method`.
 METHOD_KEYS = {"seg": "labels", "eval_seg": "labels"}
@@ -87,11 +90,18 @@ def finished_folders(parent: Path) -> list[Path]:
 
 
 def build_manifest(folder: Path) -> dict[str, int]:
-    """{relative path: size in bytes} of every file under `folder` but the markers and temporaries."""
+    """{relative path: size in bytes} of every file under `folder` but the markers, temporaries,
+    checkpoints/ and tb/."""
     manifest = {}
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and path.name not in UNLISTED and not path.name.endswith(".tmp"):
-            manifest[path.relative_to(folder).as_posix()] = path.stat().st_size
+        relative = path.relative_to(folder)
+        if (
+            path.is_file()
+            and path.name not in UNLISTED
+            and not path.name.endswith(".tmp")
+            and not UNLISTED_DIRS.intersection(relative.parts[:-1])
+        ):
+            manifest[relative.as_posix()] = path.stat().st_size
     return manifest
 
 

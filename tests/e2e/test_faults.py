@@ -26,11 +26,11 @@ from recam.errors import RecamInputError
 from recam.io import _HOST, load_label_png, remove_stale_temporaries, save_label_png, write_json
 from recam.pipeline import run_stage
 from recam.rundir import RunDir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 
 def _copy(cfg, tmp_path: Path, *extra: str) -> list[str]:
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     return [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny", *extra]
 
 

@@ -17,7 +17,7 @@ import torch
 from recam.engine.checkpoint import load_checkpoint
 from recam.io import load_label_png, load_npz
 from recam.pipeline import run_stage
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def test_killed_twice_resumes_to_the_uninterrupted_outputs(
     tiny_all, tmp_path, step, overrides, folder, pattern
 ) -> None:
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy", ignore=shutil.ignore_patterns("logs"))
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     final = tmp_path / "copy" / folder
     shutil.rmtree(final)  # its inputs stay finished: the stage runs again from nothing
     common = [

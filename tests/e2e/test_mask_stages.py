@@ -7,7 +7,6 @@ interruption, the IRN checkpoint, and the one-pass threshold sweep agreeing with
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +19,7 @@ from recam.io import load_label_png, load_npz
 from recam.models.irn import build_irn
 from recam.pipeline import run_stage
 from recam.rundir import RunDir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 
 def _ids(cfg, split: str) -> list[str]:
@@ -129,7 +128,7 @@ def test_process_pool_output_does_not_depend_on_worker_count(tiny_all, tmp_path,
 
 def test_interrupted_ir_labels_resume_and_keep_finished_files(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [
         f"run.root={tmp_path}",
         "run.name=copy",

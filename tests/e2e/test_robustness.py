@@ -20,20 +20,21 @@ from recam.errors import RecamInputError
 from recam.io import load_label_png, save_label_png
 from recam.pipeline import run_stage
 from recam.rundir import RunDir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 REPO = Path(__file__).resolve().parents[2]
 
 
 def _copy(cfg, tmp_path: Path) -> list[str]:
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     return [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
 
 
-def _snapshot(folder: Path) -> dict[str, bytes]:
-    """Every file under `folder` but the logs, by relative path."""
+def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """(inode, size, mtime) of every file under `folder` but the logs: any rewrite shows (the
+    pipeline's writes replace the inode; an in-place write changes the mtime)."""
     return {
-        p.relative_to(folder).as_posix(): p.read_bytes()
+        p.relative_to(folder).as_posix(): (p.stat().st_ino, p.stat().st_size, p.stat().st_mtime_ns)
         for p in sorted(folder.rglob("*"))
         if p.is_file() and "logs" not in p.relative_to(folder).parts
     }
@@ -155,6 +156,7 @@ def test_a_damaged_seed_file_is_found_and_only_it_is_redone(tiny_all, tmp_path) 
     folder = tmp_path / "copy" / "seeds" / "cam"
     files = sorted(folder.glob("*.npz"))
     original = files[0].read_bytes()
+    files[0].unlink()  # (a hard-linked copy: never write a shared inode)
     files[0].write_bytes(original[: len(original) // 2])  # a crash or a disk left it half
     files[1].unlink()  # a user deleted it as advised
     others = {p.name: p.stat().st_mtime_ns for p in files[2:]}
@@ -170,6 +172,7 @@ def test_a_damaged_done_file_counts_as_unfinished(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
     common = _copy(cfg, tmp_path)
     folder = tmp_path / "copy" / "eval_seeds" / "cam"
+    (folder / "DONE").unlink()
     (folder / "DONE").write_bytes(b"\x00\xff\x89binary")
     with pytest.raises(RecamInputError, match="damaged DONE"):
         RunDir(compose_config(common).run).require("eval_seeds", "cam")

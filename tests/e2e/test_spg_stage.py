@@ -9,7 +9,7 @@ from recam.eval.localization import best_iou, foreground, largest_component_box
 from recam.io import load_npz, read_json
 from recam.pipeline import run_stage
 from recam.rundir import RunDir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 
 def test_spg_train_export_eval_loc(tmp_path):
@@ -75,7 +75,6 @@ def test_plan_scores_cam_and_recam_boxes(tiny_all):
 
 
 def test_wsol_table(tiny_all, tmp_path, capsys):
-    import shutil
     from pathlib import Path
 
     import pytest
@@ -83,7 +82,7 @@ def test_wsol_table(tiny_all, tmp_path, capsys):
     from recam.errors import RecamInputError
 
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     base = [
         f"run.root={tmp_path}",
         "run.name=copy",
@@ -111,13 +110,12 @@ def test_wsol_table(tiny_all, tmp_path, capsys):
 
 
 def test_eval_loc_cam_dt_box_protocol(tiny_all, tmp_path):
-    import shutil
     from pathlib import Path
 
     from recam.eval.localization import dt_box, saved_heatmap
 
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     base = [
         f"run.root={tmp_path}",
         "run.name=copy",

@@ -4,7 +4,6 @@ seeds/eval (ReCAM); resume, skip-when-done and the summary contract."""
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +17,7 @@ from recam.models.cam_net import build_cam_net
 from recam.pipeline import run_stage
 from recam.plan import PLAN, step_folder, step_label
 from recam.rundir import RunDir
-from tests.conftest import compose_config
+from tests.conftest import compose_config, link_copy
 
 
 def test_all_stages_write_their_artifacts(tiny_all) -> None:
@@ -87,7 +86,7 @@ def test_second_run_skips_up_to_date_stages(tiny_all) -> None:
 
 def test_second_stage_all_skips_every_step_including_the_pictures(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
     rundir = RunDir(compose_config(overrides).run)
     marks = {
@@ -110,7 +109,7 @@ def test_second_stage_all_skips_every_step_including_the_pictures(tiny_all, tmp_
 
 def test_changed_config_reruns_the_stage(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
     rundir = RunDir(compose_config(overrides).run)
     before = (rundir.stage_dir("eval_seeds", "cam") / "DONE").read_text()
@@ -122,7 +121,7 @@ def test_changed_config_reruns_the_stage(tiny_all, tmp_path) -> None:
 
 def test_interrupted_seed_export_resumes_to_the_same_files(tiny_all, tmp_path) -> None:
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [
         f"run.root={tmp_path}",
         "run.name=copy",
@@ -173,7 +172,7 @@ def test_seeds_from_an_epoch_checkpoint_equal_the_final_weights(tiny_all, tmp_pa
 def test_changed_upstream_reruns_downstream_from_scratch(tiny_all, tmp_path) -> None:
     """A new lambda re-trains recam, then re-exports (not resumes) its seeds; CAM stages stay."""
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
     rundir = RunDir(compose_config(overrides).run)
     cam_done = (rundir.stage_dir("seeds", "cam") / "DONE").read_text()
@@ -193,7 +192,7 @@ def test_changed_upstream_reruns_downstream_from_scratch(tiny_all, tmp_path) -> 
 def test_a_stage_alone_equals_the_same_stage_inside_all(tiny_all, tmp_path) -> None:
     """Each stage is seeded on its own: recam re-run alone gives the weights it got in stage=all."""
     cfg, _ = tiny_all
-    shutil.copytree(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
     overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
     run_stage(compose_config([*overrides, "stage=recam", "run.force=true"]))
     alone = load_checkpoint(tmp_path / "copy" / "recam" / "model.pt")["model"]
