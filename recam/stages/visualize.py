@@ -28,7 +28,7 @@ from recam.cams.hooks import capture
 from recam.cams.methods import TITLES, compute_cams
 from recam.config import Config
 from recam.data.datasets import multiscale_inputs, read_image
-from recam.data.voc12 import load_mask
+from recam.data.voc12 import annotation_path, load_mask
 from recam.data.wsol import voc_boxes
 from recam.eval.localization import foreground, largest_component_box
 from recam.errors import RecamInputError
@@ -82,11 +82,17 @@ def box_pictures(
     rundir: RunDir, root: str, image_id: str, rgb: np.ndarray, class_names: list[str], alpha: float
 ) -> list[tuple[np.ndarray, str]]:
     """Per seeds/<m> of the id and per class with GT boxes: the heat map with the GT boxes (green)
-    and the `simple` box at eval_loc/<m>'s best tau (red)."""
+    and the `simple` box at eval_loc/<m>'s best tau (red). None for a dataset without XML boxes
+    (coco14, folder)."""
+    if not annotation_path(root, image_id).is_file():
+        return []
     boxes = voc_boxes(root, image_id, class_names)
     found = []
-    for path in sorted(rundir.stage_dir("seeds").glob(f"*/{image_id}.npz")):
-        method = path.parent.name
+    for folder in finished_folders(rundir.stage_dir("seeds")):
+        path = folder / f"{image_id}.npz"
+        if not path.is_file():
+            continue
+        method = folder.name
         scores = rundir.stage_dir("eval_loc", method) / "results.json"
         tau = read_json(scores).get("threshold") if scores.is_file() else None
         tau = 0.5 if tau is None else tau

@@ -117,9 +117,13 @@ def test_missing_or_bad_mask_files_are_named(tiny_run, seg_run, tmp_path) -> Non
     victim = sorted((broken / "irn").glob("*.png"))[1]
     victim.unlink()
     base = overrides(tiny_run, "seg_tiny") + [f"+run.inputs.masks={broken}", f"+run.inputs.seg={tmp_path / 'seg'}"]
-    with pytest.raises(RecamInputError, match=f"no label file for {victim.stem}"):
+    # the masks' manifest no longer matches: named before seg reads a single label
+    with pytest.raises(RecamInputError, match=rf"irn changed after it finished .* {victim.stem}.png"):
         run_stage(compose_config([*base, "stage=seg"]))
     save_label_png(victim, np.full(load_label_png(masks / victim.name).shape, 42, np.uint8))
+    done = json.loads((broken / "irn" / "DONE").read_text())  # as if the masks stage itself wrote it
+    done["manifest"][victim.name] = victim.stat().st_size
+    (broken / "irn" / "DONE").write_text(json.dumps(done))
     with pytest.raises(RecamInputError, match=rf"{victim.name} has values \[42\]"):
         run_stage(compose_config([*base, "stage=seg"]))
 
