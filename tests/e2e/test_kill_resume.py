@@ -51,7 +51,7 @@ def _kill_when_it_moves(command: list[str], staged: Path, pattern: str, timeout:
     deadline = time.time() + timeout
     while process.poll() is None and time.time() < deadline and _progress(staged, pattern) == before:
         time.sleep(0.002)
-    killed = process.poll() is None
+    killed = process.poll() is None and staged.is_dir()  # gone = already swapped in: it finished
     process.send_signal(signal.SIGKILL)
     process.wait()
     return killed
