@@ -15,6 +15,7 @@ interrupted sweep resumes. The table: seed mIoU at each method's best threshold 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 import logging
 
 import torch
@@ -30,9 +31,10 @@ from recam.stages import eval_seeds, seeds
 log = logging.getLogger(__name__)
 
 
-def method_config(cfg: Config, method: str, run: RunConfig) -> Config:
-    """The config of one method's seeds + eval_seeds inside the sweep."""
-    stage = cfg.cam_methods
+def method_config(cfg: Config, method: str, run: RunConfig, subset: Any = None) -> Config:
+    """The config of one method's seeds + eval_seeds inside the sweep, on the subset that `subset`
+    names (split, max_images, scales, top_k, n_samples: cam_methods, or wsol's family run)."""
+    stage = cfg.cam_methods if subset is None else subset
     limits = [n for n in (cfg.dataset.max_images, stage.max_images) if n]
     return dataclasses.replace(
         cfg,

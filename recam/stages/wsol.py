@@ -24,7 +24,7 @@ from recam.config import Config, RunConfig
 from recam.errors import RecamInputError
 from recam.io import markdown_table, read_json
 from recam.rundir import RunDir, config_slice
-from recam.stages import eval_loc, eval_seeds, seeds, spg
+from recam.stages import cam_methods, eval_loc, eval_seeds, seeds, spg
 from recam.engine.seeding import seed_everything
 
 log = logging.getLogger(__name__)
@@ -41,23 +41,8 @@ def step_config(cfg: Config, method: str, run: RunConfig | None = None, family: 
             eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method),
             eval_loc=dataclasses.replace(cfg.eval_loc, method=method),
         )
-    stage = cfg.wsol
-    limits = [n for n in (cfg.dataset.max_images, stage.max_images) if n]
-    return dataclasses.replace(
-        cfg,
-        run=run,
-        dataset=dataclasses.replace(cfg.dataset, max_images=min(limits) if limits else None),
-        seeds=dataclasses.replace(
-            cfg.seeds,
-            method=method,
-            split=stage.split,
-            scales=list(stage.scales),
-            top_k=stage.top_k,
-            n_samples=stage.n_samples,
-        ),
-        eval_seeds=dataclasses.replace(cfg.eval_seeds, method=method, split=stage.split, threshold=None),
-        eval_loc=dataclasses.replace(cfg.eval_loc, method=method, split=stage.split),
-    )
+    subset = cam_methods.method_config(cfg, method, run, cfg.wsol)  # the CAM-methods sweep's subset rule
+    return dataclasses.replace(subset, eval_loc=dataclasses.replace(cfg.eval_loc, method=method, split=cfg.wsol.split))
 
 
 def row(rundir: RunDir, method: str) -> dict:
