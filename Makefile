@@ -7,7 +7,7 @@ EXP    ?= demo
 ARGS   ?=
 RUN    := $(PY) -m recam.train experiment=$(EXP) $(ARGS)
 
-.PHONY: viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol study-thresholds test-gpu gpu-bench
+.PHONY: pretrain viz sweep-cam-methods spg seeds-spg eval_loc eval_loc-cam wsol study-thresholds test-gpu gpu-bench
 .PHONY: install lint format test test-all demo all prepare cam recam seeds seeds-cam eval_seeds eval_seeds-cam seg seg-gt eval_seg eval_seg-gt report clean bench \
         ir_labels irn masks masks-crf eval_masks eval_masks-crf sweep-lambda sweep-thresholds summary
 
@@ -46,6 +46,9 @@ gpu-bench: install
 
 prepare: install
 	$(RUN) stage=prepare
+
+pretrain: install
+	$(RUN) stage=pretrain
 
 cam: install
 	$(RUN) stage=cam

@@ -150,7 +150,7 @@ class DatasetConfig:
 class ModelConfig:
     name: str = "resnet50_cam"
     arch: str = "resnet50"  # any torchvision ResNet: resnet18/34/50/101/152
-    pretrained: str = "imagenet"  # imagenet | none | path to a state_dict (.pth)
+    pretrained: str = "imagenet"  # imagenet | none | synthetic (stage=pretrain's cached backbone) | path to a state_dict (.pth)
     output_stride: int = 16  # 16: layer4 stride 1, no dilation (reference); 8: dilated layer3/4
     freeze_upto: str = "conv1"  # conv1 (ReCAM) | layer2 (IRN repo) | none
     fixed_bn: bool = True  # BN always uses its running stats (reference); false trains BN (from scratch)
@@ -159,6 +159,33 @@ class ModelConfig:
 @dataclass
 class PrepareStage:
     overwrite: bool = False  # regenerate the synthetic dataset even if present
+
+
+@dataclass
+class PretrainStage:
+    """`stage=pretrain`: the miniature world's ImageNet (recam/data/pretrain_world.py). The trained
+    backbone is cached at <cache_dir>/<arch>-<key>/backbone.pth, the key a hash of every field below
+    but cache_dir / workers / log_every, and `model.pretrained=synthetic` (irn., seg., spg. too)
+    loads it where `imagenet` loads torchvision's file."""
+
+    arch: str = "resnet18"  # the consumers' arch (model.arch, irn.arch, seg.arch's ResNet) must match
+    seed: int = 0  # the world (class signatures, images) and the training run: deterministic from it
+    num_classes: int = 64  # >= 50 (an ImageNet stand-in)
+    images_per_class: int = 200  # train images per class
+    val_per_class: int = 10  # held-out images per class (top-1 accuracy in results.json)
+    image_size: int = 64
+    epochs: int = 6
+    batch_size: int = 64
+    lr: float = 0.2  # SGD, Nesterov momentum 0.9, poly decay to 0, trainable BN (a standard recipe)
+    momentum: float = 0.9
+    weight_decay: float = 5e-5
+    label_smoothing: float = 0.1
+    poly_power: float = 0.9
+    pad: int = 6  # augmentation: random crop of the reflect-padded image + horizontal flip
+    cache_dir: str = "data/pretrain"
+    workers: int = 0  # rendering processes; 0 = one per core (<= 8)
+    log_every: int = 20
+    amp: Optional[bool] = None  # autocast; None = runtime.amp
 
 
 @dataclass
@@ -262,7 +289,7 @@ class IrnStage:
     split: str = "train_aug"
     val_split: Optional[str] = "val"  # val loss against affinity labels of the GT masks; null = none
     arch: str = "resnet50"
-    pretrained: str = "imagenet"  # imagenet | none | path to a state_dict | cam (the cam stage's backbone)
+    pretrained: str = "imagenet"  # imagenet | none | synthetic | path to a state_dict | cam (the cam stage's backbone)
     batch_size: int = 32
     epochs: int = 3
     crop_size: int = 512
@@ -326,7 +353,7 @@ class SegStage:
     gt_split: str = "train"  # labels=gt: ids with a GT mask (VOC train: 1,464 in SegmentationClass)
     gt_folder: str = "SegmentationClass"  # labels=gt: mask folder under dataset.root; SegmentationClassAug + gt_split=train_aug = deeplab-pytorch's setting
     arch: str = "deeplabv2_resnet101"  # deeplabv2_resnet18/34/50/101/152 | deeplabv3_resnet50 | deeplabv3_resnet101
-    pretrained: str = "imagenet"  # backbone: imagenet | none | cam (the cam stage's backbone) | a state_dict path
+    pretrained: str = "imagenet"  # backbone: imagenet | none | synthetic | cam (the cam stage's backbone) | a state_dict path
     #                                | advcam:<path> (the published caffe-layout ResNet-101 DeepLab init, recam/models/advcam.py)
     loss: str = "ce"  # ce (reference) | balanced (mean of the bg and fg pixel CEs, CLIMS / CLIP-ES)
     output_stride: int = 8  # 8 (reference) | 16 (deeplabv2 only)
@@ -432,7 +459,7 @@ class SpgStage:
     """SPG training (spg-spec.md §6 recipe; the network of recam/models/spg.py)."""
 
     arch: str = "inception_v3"  # inception_v3 (the reference) | resnet18/34/50/101/152 (same heads on our backbone)
-    pretrained: str = "imagenet"  # imagenet (torchvision file in the torch hub cache) | none | a state_dict path
+    pretrained: str = "imagenet"  # imagenet (torchvision file in the torch hub cache) | none | synthetic (ResNet) | a state_dict path
     head_channels: int = 1024  # ResNet variant: fc6/fc7 width, >= 1 (Inception: fixed 1024)
     side_channels: int = 512  # ResNet variant: SPG-B/C width, >= 1 (Inception: fixed 512)
     output_stride: int = 16  # ResNet variant: 8 | 16
@@ -516,6 +543,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     prepare: PrepareStage = field(default_factory=PrepareStage)
+    pretrain: PretrainStage = field(default_factory=PretrainStage)
     cam: CamStage = field(default_factory=CamStage)
     recam: RecamStage = field(default_factory=RecamStage)
     seeds: SeedsStage = field(default_factory=SeedsStage)

@@ -20,7 +20,7 @@ from recam.engine.seeding import seed_everything
 from recam.errors import RecamInputError
 from recam.plan import plan_steps, step_label
 from recam.rundir import RunDir
-from recam.validate import validate
+from recam.validate import synthetic_consumers, validate
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ StageFn = Callable[[Config, RunDir, torch.device], dict]
 
 def _stages() -> dict[str, StageFn]:
     # Imported here so that importing recam.pipeline stays cheap and side-effect free.
+    from recam.stages import pretrain
     from recam.stages import cam, eval_masks, eval_seeds, ir_labels, irn, masks, prepare, recam, report, seeds, summary
     from recam.stages import eval_seg, seg
     from recam.stages import cam_methods, visualize
@@ -62,6 +63,7 @@ def _stages() -> dict[str, StageFn]:
 
     return {
         "prepare": prepare.run,
+        "pretrain": pretrain.run,
         "cam": cam.run,
         "recam": recam.run,
         "seeds": seeds.run,
@@ -131,11 +133,16 @@ def run_stage(cfg: Config) -> dict:
         raise RecamInputError(f"recam: unknown stage {name!r}; choose one of {', '.join(['all', *stages])}")
     for warning in validate(cfg):  # every value checked before any folder is touched
         log.warning("%s", warning)
+    from recam.stages.pretrain import cache_folder
+
+    # The pretrain stage's folder is the shared cache under data/, keyed by its settings (unless
+    # run.inputs.pretrain names another): `require("pretrain")` and the plan find it there.
+    cfg.run.inputs.setdefault("pretrain", str(cache_folder(cfg)))
     device = setup_runtime(cfg.runtime)
     if name != "all":
         return call_stage(stages, name, cfg, device)
     results = {}
-    for step, overrides in plan_steps(cfg.stage.steps, cfg.dataset.name):
+    for step, overrides in plan_steps(cfg.stage.steps, cfg.dataset.name, bool(synthetic_consumers(cfg))):
         step_cfg = with_stage_overrides(cfg, step, overrides)
         label = step_label(step, overrides)
         log.info("== %s ==", label)

@@ -10,6 +10,7 @@ from recam.rundir import RunDir
 # Each step: the stage, then the overrides of its config slice (its method / labels).
 PLAN: list[tuple[str, dict]] = [
     ("prepare", {}),
+    ("pretrain", {}),  # only when a *.pretrained is synthetic (plan_steps)
     ("cam", {}),
     ("seeds", {"method": "cam"}),
     ("eval_seeds", {"method": "cam"}),
@@ -47,10 +48,15 @@ NEEDS_BOXES = {"eval_loc"}
 WITHOUT_BOXES = ("coco14", "folder")
 
 
-def plan_steps(selected: list[str], dataset: str | None = None) -> list[tuple[str, dict]]:
-    """PLAN (without the box steps for a dataset that has no boxes), or the steps of it named in
-    `selected` (stage.steps), in plan order."""
-    plan = [entry for entry in PLAN if not (dataset in WITHOUT_BOXES and entry[0] in NEEDS_BOXES)]
+def plan_steps(selected: list[str], dataset: str | None = None, pretrain: bool = False) -> list[tuple[str, dict]]:
+    """PLAN (without the box steps for a dataset that has no boxes, without `pretrain` unless a
+    stage loads its backbone: `pretrain`), or the steps of it named in `selected` (stage.steps),
+    in plan order."""
+    plan = [
+        entry
+        for entry in PLAN
+        if not (dataset in WITHOUT_BOXES and entry[0] in NEEDS_BOXES) and (pretrain or entry[0] != "pretrain")
+    ]
     if not selected:
         return plan
     labels = [step_label(step, overrides) for step, overrides in PLAN]

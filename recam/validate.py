@@ -125,7 +125,7 @@ def _existing_file(paths: bool) -> Rule:
 
 def _seg_pretrained(paths: bool) -> Rule:
     """seg.pretrained: imagenet | none | cam | a state_dict path | advcam:<path> (the caffe-layout file)."""
-    plain = _pretrained("imagenet", "none", "cam", paths=paths)
+    plain = _pretrained("imagenet", "none", "cam", "synthetic", paths=paths)
 
     def rule(v: Any) -> str | None:
         if isinstance(v, str) and v.startswith("advcam:"):
@@ -219,9 +219,28 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
         },
         "model": {
             "arch": _choice(*RESNETS),
-            "pretrained": _pretrained("imagenet", "none", paths=paths),
+            "pretrained": _pretrained("imagenet", "none", "synthetic", paths=paths),
             "output_stride": _choice(8, 16),
             "freeze_upto": _choice("none", "conv1", "layer2"),
+        },
+        "pretrain": {
+            "arch": _choice(*RESNETS),
+            "seed": NONNEG_INT,
+            "num_classes": _int_at_least(2),
+            "images_per_class": POSITIVE_INT,
+            "val_per_class": POSITIVE_INT,
+            "image_size": _int_at_least(32),
+            "epochs": POSITIVE_INT,
+            "batch_size": POSITIVE_INT,
+            "lr": POSITIVE,
+            "momentum": MOMENTUM,
+            "weight_decay": NONNEG,
+            "label_smoothing": _number(0, 1),
+            "poly_power": NONNEG,
+            "pad": NONNEG_INT,
+            "cache_dir": lambda v: None if v else "a folder path",
+            "workers": NONNEG_INT,
+            "log_every": POSITIVE_INT,
         },
         "cam": {**_train_rules(), "head_lr_mult": POSITIVE},
         "recam": {**_train_rules(), "backbone_lr_mult": NONNEG, "loss_weight": NONNEG},
@@ -261,7 +280,7 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
             "split": _name,
             "val_split": _optional(_name),
             "arch": _choice(*RESNETS),
-            "pretrained": _pretrained("imagenet", "none", "cam", paths=paths),
+            "pretrained": _pretrained("imagenet", "none", "cam", "synthetic", paths=paths),
             "batch_size": POSITIVE_INT,
             "epochs": POSITIVE_INT,
             "crop_size": POSITIVE_INT,
@@ -344,7 +363,7 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
         },
         "spg": {
             "arch": _choice("inception_v3", *RESNETS),
-            "pretrained": _pretrained("imagenet", "none", paths=paths),
+            "pretrained": _pretrained("imagenet", "none", "synthetic", paths=paths),
             "head_channels": POSITIVE_INT,
             "side_channels": POSITIVE_INT,
             "output_stride": _choice(8, 16),
@@ -458,8 +477,26 @@ def validate(cfg: Config, *, paths: bool = True) -> list[str]:
             f"recam: dataset.root={cfg.dataset.root} does not exist - download VOC 2012 "
             "(VOCtrainval_11-May-2012.tar) and give its VOC2012 folder, or run with dataset=synthetic"
         )
+    for key, arch in synthetic_consumers(cfg):
+        if arch != cfg.pretrain.arch:
+            raise RecamInputError(
+                f"recam: {key}=synthetic loads the pretrain stage's {cfg.pretrain.arch} backbone into a {arch} "
+                f"- set pretrain.arch={arch} (one cache file per arch) or another {key}"
+            )
     plan_steps(cfg.stage.steps)
     return list(_warnings(cfg))
+
+
+def synthetic_consumers(cfg: Config) -> list[tuple[str, str]]:
+    """(key, ResNet arch) of every `*.pretrained=synthetic` setting: they load the pretrain stage's backbone."""
+    seg_arch = cfg.seg.arch.split("_", 1)[-1]
+    candidates = [
+        ("model.pretrained", cfg.model.pretrained, cfg.model.arch),
+        ("irn.pretrained", cfg.irn.pretrained, cfg.irn.arch),
+        ("seg.pretrained", cfg.seg.pretrained, seg_arch),
+        ("spg.pretrained", cfg.spg.pretrained, cfg.spg.arch),
+    ]
+    return [(key, arch) for key, value, arch in candidates if value == "synthetic"]
 
 
 def _warnings(cfg: Config) -> Iterable[str]:

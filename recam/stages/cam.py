@@ -12,7 +12,13 @@ from recam.engine.loop import steps_per_epoch, train_epochs
 from recam.engine.optim import make_poly_sgd
 from recam.io import markdown_table
 from recam.rundir import RunDir, config_slice
-from recam.stages.common import cam_net_from_config, classifier_loaders, load_prepared, tensorboard_writer
+from recam.stages.common import (
+    cam_net_from_config,
+    classifier_loaders,
+    load_prepared,
+    pretrained_weights,
+    tensorboard_writer,
+)
 
 
 def bce_step(model: torch.nn.Module, batch: dict) -> dict[str, torch.Tensor]:
@@ -24,13 +30,14 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage = cfg.cam
     out = rundir.stage_dir("cam")
     data = load_prepared(rundir, cfg.dataset)
+    weights = pretrained_weights(cfg.model.pretrained, rundir)  # synthetic: requires the pretrain stage
     slice_ = config_slice(cfg, "dataset", "model", "cam", "runtime.seed")
     slice_["cam"]["amp"] = amp = cfg.amp_for("cam")  # the resolved precision is what changes the outputs
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
         return done
     loader, val = classifier_loaders(cfg, data, stage, device)
-    model = cam_net_from_config(cfg.model, len(data.class_names)).to(device)
+    model = cam_net_from_config(cfg.model, len(data.class_names), pretrained=weights).to(device)
     if cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     max_step = stage.epochs * steps_per_epoch(len(loader), stage.max_steps)

@@ -118,6 +118,16 @@ def classifier_loaders(
     )
 
 
+SYNTHETIC = "synthetic"  # *.pretrained=synthetic: the pretrain stage's cached backbone
+
+
+def pretrained_weights(value: str, rundir: RunDir) -> str:
+    """`value` as the model builders take it: for "synthetic", the `pretrain` stage's cached
+    backbone file (which must be finished; `require` makes it an input of the calling stage, so a
+    new pretraining re-runs it), else `value` unchanged. Call it before `rundir.begin`."""
+    return str(rundir.require("pretrain") / "backbone.pth") if value == SYNTHETIC else value
+
+
 def cam_net_from_config(model: ModelConfig, num_classes: int, *, pretrained: str | None = None) -> CamNet:
     """The CAM network of `model`; `pretrained` overrides model.pretrained ("none" when a
     checkpoint replaces every weight anyway, so no ImageNet file is needed)."""

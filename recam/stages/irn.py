@@ -28,7 +28,7 @@ from recam.masks.irn_losses import irn_losses, mean_displacement
 from recam.masks.path_index import build_path_index
 from recam.models.irn import IRNet, build_irn
 from recam.rundir import RunDir, config_slice
-from recam.stages.common import eval_loader, load_prepared, tensorboard_writer, train_loader
+from recam.stages.common import eval_loader, load_prepared, pretrained_weights, tensorboard_writer, train_loader
 
 LOSS_PARTS = ("pos_aff_loss", "neg_aff_loss", "dp_fg_loss", "dp_bg_loss")
 PAIR_LABELS = ("bg_pos", "fg_pos", "neg")
@@ -41,7 +41,7 @@ def _ir_label(folder, image_id: str):
 def build_irn_from_config(stage: IrnStage, rundir: RunDir) -> IRNet:
     """The IRN of `irn.arch`; with pretrained=cam its frozen backbone is the `cam` classifier's."""
     if stage.pretrained != "cam":
-        return build_irn(arch=stage.arch, pretrained=stage.pretrained)
+        return build_irn(arch=stage.arch, pretrained=pretrained_weights(stage.pretrained, rundir))
     source = rundir.require("cam") / "model.pt"
     model = build_irn(arch=stage.arch, pretrained="none")
     state = load_checkpoint(source)["model"]

@@ -21,7 +21,7 @@ from recam.models.deeplab import MSC, build_seg_model, seg_param_groups
 from recam.rundir import RunDir, config_slice
 from recam.seg.losses import msc_loss
 from recam.seg.optim import make_seg_sgd
-from recam.stages.common import load_prepared, loader_generator, tensorboard_writer
+from recam.stages.common import load_prepared, loader_generator, pretrained_weights, tensorboard_writer
 
 LABELS = ("pseudo", "gt")
 LOSSES = ("ce", "balanced")
@@ -52,7 +52,7 @@ def build_model(pretrained: str, model_config: dict, rundir: RunDir) -> MSC:
     """The network to train; pretrained=cam starts its backbone from the `cam` classifier's (the
     offline demo's stand-in for ImageNet weights, as irn.pretrained=cam)."""
     if pretrained != "cam":
-        return build_seg_model(**model_config, pretrained=pretrained)
+        return build_seg_model(**model_config, pretrained=pretrained_weights(pretrained, rundir))
     source = rundir.require("cam") / "model.pt"
     model = build_seg_model(**model_config, pretrained="none")
     state = load_checkpoint(source)["model"]

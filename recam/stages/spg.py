@@ -22,7 +22,7 @@ from recam.io import markdown_table
 from recam.masks.guidance import spg_loss
 from recam.models.spg import SPGNet, build_spg, param_groups
 from recam.rundir import RunDir, config_slice
-from recam.stages.common import Prepared, eval_loader, load_prepared, tensorboard_writer, train_loader
+from recam.stages.common import Prepared, eval_loader, load_prepared, pretrained_weights, tensorboard_writer, train_loader
 
 LOSS_PARTS = ("loss", "cls", "side4", "side3", "back")
 
@@ -68,6 +68,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     stage = cfg.spg
     out = rundir.stage_dir("spg")
     data = load_prepared(rundir, cfg.dataset)
+    weights = pretrained_weights(stage.pretrained, rundir)  # synthetic: requires the pretrain stage
     slice_ = config_slice(cfg, "dataset", "spg", "runtime.seed")
     out, done = rundir.begin(out, slice_, cfg.run.force)
     if done is not None:
@@ -76,7 +77,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         raise RecamInputError(f"recam: spg.dropout={stage.dropout} is outside [0, 1)")
     loader = train_loader(spg_dataset(cfg, data, cfg.dataset.train_list, True), stage.batch_size, cfg.runtime, device)
     val = eval_loader(spg_dataset(cfg, data, cfg.dataset.val_list, False), stage.batch_size, cfg.runtime, device)
-    model = spg_net_from_config(stage, len(data.class_names)).to(device)
+    model = spg_net_from_config(stage, len(data.class_names), pretrained=weights).to(device)
     steps = steps_per_epoch(len(loader), stage.max_steps)
     groups = param_groups(
         model.named_parameters(),

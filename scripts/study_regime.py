@@ -1,0 +1,110 @@
+"""The regime study of issue 12 (docs/regime.md): CAM against ReCAM seeds over settings x seeds.
+
+Each setting is a list of overrides on top of `experiment=demo`; each (setting, seed) runs the
+steps prepare, [pretrain], cam, seeds/cam, eval_seeds/cam, recam, seeds/recam, eval_seeds/recam
+in its own run folder `outputs/regime/<setting>-s<seed>` (runtime.seed = seed: the classifier's
+initialisation of its head, the batch order and augmentation; the pretrained backbone is shared,
+as ImageNet weights are). Finished runs are skipped (the pipeline's own up-to-date check), so an
+interrupted study resumes. Writes <out>/regime.json (every run) and <out>/regime.md (mean +- std
+over the seeds per setting).
+
+    python scripts/study_regime.py --settings base none os8 --seeds 0 1 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = "[prepare,pretrain,cam,seeds/cam,eval_seeds/cam,recam,seeds/recam,eval_seeds/recam]"
+# The study exports seeds of the evaluated split only (train, 320 images; the demo exports train_aug).
+COMMON = ["experiment=demo", "seeds.split=train"]
+SETTINGS: dict[str, list[str]] = {
+    "base": [],  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1
+    "none": ["model.pretrained=none", "model.fixed_bn=false", "cam.momentum=0.9", "cam.lr=0.01"],  # from scratch
+    "os8": ["model.output_stride=8"],
+    "crop96": ["cam.crop_size=96", "recam.crop_size=96", "cam.resize_long=[80,128]", "recam.resize_long=[80,128]"],
+    "crop160": ["cam.crop_size=160", "recam.crop_size=160", "cam.resize_long=[128,192]", "recam.resize_long=[128,192]"],
+    "lambda0.5": ["recam.loss_weight=0.5"],
+    "lambda2": ["recam.loss_weight=2.0"],
+}
+
+
+def run_one(name: str, overrides: list[str], seed: int, root: str) -> dict:
+    run_name = f"{name}-s{seed}"
+    command = [
+        sys.executable, "-m", "recam.train", *COMMON, *overrides, "stage=all", f"stage.steps={STEPS}",
+        f"run.root={root}", f"run.name={run_name}", f"runtime.seed={seed}",
+        f"hydra.run.dir={root}/{run_name}/logs/study",
+    ]  # fmt: skip
+    started = time.time()
+    subprocess.run(command, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    summary = json.loads((REPO / root / run_name / "summary.json").read_text())
+    row = {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(time.time() - started, 1)}
+    for method in ("cam", "recam"):
+        entry = summary[f"eval_seeds/{method}"]
+        row[method] = {k: entry[k] for k in ("miou", "threshold", "miou_fixed", "threshold_fixed", "miou_0.15", "miou_0.21")}
+    return row
+
+
+def _stat(values: list[float]) -> str:
+    mean = statistics.fmean(values)
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if abs(mean) <= 1 else f"{mean:.2f} ± {std:.2f}"
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| setting | seeds | CAM best t | CAM mIoU (best t) | ReCAM best t | ReCAM mIoU (best t) | gain (best t) "
+        "| CAM mIoU (t 0.15) | ReCAM mIoU (t 0.21) | gain (fixed t) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["setting"] for r in rows):
+        group = [r for r in rows if r["setting"] == name]
+        get = lambda m, k: [r[m][k] for r in group]  # noqa: E731
+        gain_best = [r["recam"]["miou"] - r["cam"]["miou"] for r in group]
+        gain_fixed = [r["recam"]["miou_fixed"] - r["cam"]["miou_fixed"] for r in group]
+        lines.append(
+            f"| {name} | {len(group)} | {_stat(get('cam', 'threshold')).replace(' ± ', ' ± ')} "
+            f"| {_stat(get('cam', 'miou'))} | {_stat(get('recam', 'threshold'))} | {_stat(get('recam', 'miou'))} "
+            f"| {_stat(gain_best)} | {_stat(get('cam', 'miou_fixed'))} | {_stat(get('recam', 'miou_fixed'))} "
+            f"| {_stat(gain_fixed)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--settings", nargs="+", default=["base", "none"], choices=sorted(SETTINGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--root", default="outputs/regime")
+    parser.add_argument("--out", default="bench/regime")
+    parser.add_argument("--extra", nargs="*", default=[], help="overrides added to every run")
+    args = parser.parse_args()
+    out = REPO / args.out
+    out.mkdir(parents=True, exist_ok=True)
+    previous = json.loads((out / "regime.json").read_text())["runs"] if (out / "regime.json").is_file() else []
+    rows = [r for r in previous if r["setting"] not in args.settings or r["seed"] not in args.seeds]
+    for name in args.settings:
+        for seed in args.seeds:
+            row = run_one(name, [*SETTINGS[name], *args.extra], seed, args.root)
+            rows.append(row)
+            print(
+                f"{name} seed {seed}: CAM {100 * row['cam']['miou']:.2f} (t {row['cam']['threshold']:.2f}), "
+                f"ReCAM {100 * row['recam']['miou']:.2f} (t {row['recam']['threshold']:.2f}); fixed "
+                f"{100 * row['cam']['miou_fixed']:.2f} / {100 * row['recam']['miou_fixed']:.2f}; {row['seconds']} s",
+                flush=True,
+            )
+            (out / "regime.json").write_text(json.dumps({"runs": rows}, indent=1))
+            (out / "regime.md").write_text(table(rows))
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
