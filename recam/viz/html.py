@@ -15,10 +15,12 @@ class Section:
     pictures: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Pictures are shown at their own size (never shrunk to the page, which would shrink their captions
+# below legibility); a picture wider than the page scrolls inside its figure.
 STYLE = (
     "body{font-family:sans-serif;margin:1.5em;max-width:1600px} img{image-rendering:pixelated;"
-    "max-width:100%;border:1px solid #ccc} figure{display:inline-block;margin:0 1em 1em 0;"
-    "vertical-align:top} figcaption{font-size:.85em;color:#333}"
+    "max-width:none;border:1px solid #ccc} figure{display:inline-block;margin:0 1em 1em 0;"
+    "vertical-align:top;max-width:100%;overflow-x:auto} figcaption{font-size:.85em;color:#333}"
 )
 
 

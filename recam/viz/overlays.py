@@ -8,6 +8,9 @@ MATLAB's / OpenCV's JET.
 
 from __future__ import annotations
 
+import functools
+import math
+
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
@@ -59,11 +62,116 @@ def upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.repeat(np.repeat(image, factor, axis=0), factor, axis=1)
 
 
-def caption(image: np.ndarray, text: str, height: int = 14) -> np.ndarray:
-    """`image` with a white band of `height` pixels above it holding `text` (PIL's default font)."""
-    band = Image.new("RGB", (image.shape[1], height), (255, 255, 255))
-    ImageDraw.Draw(band).text((2, 1), text, fill=(0, 0, 0), font=ImageFont.load_default())
-    return np.concatenate([np.asarray(band, dtype=np.uint8), image], axis=0)
+# Captions, tick labels and the legend are drawn at this size in the final picture's pixels (after
+# `display_scale`): 16 px is a browser's default text size (capitals 11 px, ascender to descender 15 px).
+FONT_SIZE = 16
+IGNORE = 255  # the label maps' "ignore" value (VOC's object boundaries, unsure seed pixels)
+WHITE = (255, 255, 255)
+
+
+@functools.lru_cache(maxsize=8)
+def text_font(size: int = FONT_SIZE) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    """PIL's bundled scalable font (Aileron, Pillow >= 10.1 with FreeType) at `size` pixels; without
+    FreeType, PIL's fixed 11 px bitmap font."""
+    return ImageFont.load_default(size=size)
+
+
+def text_band_height(size: int = FONT_SIZE) -> int:
+    """Height in pixels of one line of text at `size`, with its margins (the caption band)."""
+    return text_font(size).getbbox("Agjy|")[3] + 2 * text_margin(size)
+
+
+def text_margin(size: int = FONT_SIZE) -> int:
+    return max(2, size // 6)
+
+
+def text_width(text: str, size: int = FONT_SIZE) -> int:
+    """Width in pixels of `text` on one line at `size`, with its margins."""
+    return math.ceil(text_font(size).getlength(text)) + 2 * text_margin(size)
+
+
+def text_picture(text: str, size: int = FONT_SIZE, width: int = 0) -> np.ndarray:
+    """`text` in black on one white line, at least `width` wide and as wide as the text needs:
+    (text_band_height(size), W, 3) uint8. Never clipped, wrapped or abbreviated."""
+    margin = text_margin(size)
+    band = Image.new("RGB", (max(width, text_width(text, size)), text_band_height(size)), WHITE)
+    ImageDraw.Draw(band).text((margin, margin), text, fill=(0, 0, 0), font=text_font(size))
+    return np.asarray(band, dtype=np.uint8)
+
+
+def pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """`image` (h, w, 3) on a white (height, width, 3) canvas, at the top left (h <= height, w <= width)."""
+    canvas = np.full((height, width, 3), 255, dtype=np.uint8)
+    canvas[: image.shape[0], : image.shape[1]] = image
+    return canvas
+
+
+def caption(image: np.ndarray, text: str, size: int = FONT_SIZE) -> np.ndarray:
+    """`image` below a white band holding `text` at `size` pixels; where the text is wider than the
+    image, the picture widens (white on the right) instead of cutting the text."""
+    band = text_picture(text, size, width=image.shape[1])
+    return np.concatenate([band, pad_to(image, image.shape[0], band.shape[1])], axis=0)
+
+
+def colour_bar(width: int, size: int = FONT_SIZE, ticks: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)) -> np.ndarray:
+    """The JET scale of `jet` from 0 (left) to 1 (right) as a strip `width` pixels long, with tick
+    marks and their values below: (h, W, 3) uint8, W = width plus room for the end labels."""
+    labels = [f"{t:g}" for t in ticks]
+    margin = max(text_width(label, size) for label in labels) // 2 + 1
+    strip = np.repeat(jet(np.linspace(0.0, 1.0, width))[None], size, axis=0)  # (size, width, 3)
+    band = text_band_height(size)
+    picture = Image.new("RGB", (width + 2 * margin, size + 4 + band), WHITE)
+    picture.paste(Image.fromarray(strip), (margin, 0))
+    draw = ImageDraw.Draw(picture)
+    for tick, label in zip(ticks, labels):
+        x = margin + round(tick * (width - 1))
+        draw.line([(x, size), (x, size + 3)], fill=(0, 0, 0))
+        half = (text_width(label, size) - 2 * text_margin(size)) / 2
+        draw.text((x - half, size + 4), label, fill=(0, 0, 0), font=text_font(size))
+    return np.asarray(picture, dtype=np.uint8)
+
+
+def legend_rows(class_names: list[str], ignore: bool = False) -> list[tuple[int, str, tuple[int, int, int]]]:
+    """The palette's entries of a label map: (value, name, RGB colour) for background (0), each class
+    (1..K, `class_names` in order, 0-based class k is value k + 1) and, with `ignore`, 255."""
+    values = [(0, "background"), *((k + 1, name) for k, name in enumerate(class_names))]
+    if ignore:
+        values.append((IGNORE, "ignore"))
+    return [(value, name, tuple(int(c) for c in VOC_COLOURS[value])) for value, name in values]
+
+
+def legend_picture(
+    rows: list[tuple[int, str, tuple[int, int, int]]], size: int = FONT_SIZE, per_column: int = 8
+) -> np.ndarray:
+    """`legend_rows` as a picture: per entry a colour swatch (grey outline) and "value name", in
+    columns of `per_column` entries: (H, W, 3) uint8."""
+    band = text_band_height(size)
+    swatch = band - 4
+    entries = []
+    for value, name, colour in rows:
+        text = text_picture(f"{value} {name}", size)
+        cell = np.full((band, swatch + 4 + text.shape[1], 3), 255, dtype=np.uint8)
+        cell[2 : 2 + swatch, 2 : 2 + swatch] = (128, 128, 128)
+        cell[3 : 1 + swatch, 3 : 1 + swatch] = colour
+        cell[:, swatch + 4 :] = text
+        entries.append(cell)
+    columns = [entries[i : i + per_column] for i in range(0, len(entries), per_column)]
+    widths = [max(c.shape[1] for c in column) for column in columns]
+    canvas = np.full((min(len(entries), per_column) * band, sum(widths) + 8 * (len(columns) - 1), 3), 255, np.uint8)
+    x = 0
+    for column, wide in zip(columns, widths):
+        for r, cell in enumerate(column):
+            canvas[r * band : (r + 1) * band, x : x + cell.shape[1]] = cell
+        x += wide + 8
+    return canvas
+
+
+def outline(mask: np.ndarray) -> np.ndarray:
+    """The boundary of a boolean mask (H, W): its pixels with a 4-neighbour outside it (or the border)."""
+    mask = np.asarray(mask, dtype=bool)
+    inner = np.pad(mask, 1, constant_values=False)
+    inside = inner[:-2, 1:-1] & inner[2:, 1:-1] & inner[1:-1, :-2] & inner[1:-1, 2:]
+    return mask & ~inside
 
 
 def draw_box(image: np.ndarray, box: np.ndarray, colour: tuple[int, int, int], width: int = 1) -> np.ndarray:
