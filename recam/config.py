@@ -427,6 +427,7 @@ class VisualizeStage:
     top_k: Optional[int] = 64  # scorecam/sscam/ablationcam channels (None = all; slow on CPU)
     overlay_alpha: float = 0.5  # heat-map opacity over the image
     display_scale: int = 2  # nearest-neighbour upscaling of every picture (small images)
+    font_size: int = 16  # pixels of captions, titles and legend text in the final (upscaled) picture, >= 8
 
 
 @dataclass

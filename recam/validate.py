@@ -360,6 +360,7 @@ def group_rules(paths: bool) -> dict[str, dict[str, Rule]]:
             "top_k": _optional(POSITIVE_INT),
             "overlay_alpha": FRACTION,
             "display_scale": POSITIVE_INT,
+            "font_size": _int_at_least(8),
         },
         "spg": {
             "arch": _choice("inception_v3", *RESNETS),

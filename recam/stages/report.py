@@ -2,7 +2,7 @@
 
 The results table (every `summary.json` entry), the time each stage took (from its DONE file),
 the classifier figures, an mIoU-against-threshold plot of every swept evaluation, and links to
-the `visualize` page and its CAM overlays when that stage has run.
+the `visualize` page, its CAM overlays and CAM vs ReCAM pictures when that stage has run.
 """
 
 from __future__ import annotations
@@ -192,9 +192,9 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
             "",
             "## Pictures",
             "",
-            f"CAM overlays, feature grids and masks: [visualize/index.html]({viz.relative_to(rundir.root)})",
+            f"CAM overlays, CAM vs ReCAM, features, masks: [visualize/index.html]({viz.relative_to(rundir.root)})",
         ]
-        for picture in sorted(viz.parent.rglob("*overlay*.png"))[:4]:
+        for picture in sorted(viz.parent.rglob("*overlay*.png"))[:4] + sorted(viz.parent.rglob("cam_vs_recam.png"))[:2]:
             lines.append(f"![{picture.stem}]({picture.relative_to(rundir.root)})")
     text = "\n".join(lines) + "\n"
     write_text(rundir.root / "report.md", text)

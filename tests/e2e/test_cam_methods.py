@@ -132,7 +132,10 @@ def test_visualize_writes_pictures_and_an_index(trained) -> None:
     folder = rundir.stage_dir("visualize")
     page = (folder / "index.html").read_text()
     pictures = re.findall(r"src='([^']+)'", page)
-    assert len(pictures) == 5 * len(results["images"])  # overlays, boxes, labels, guided, features
+    # The legend, then per image overlays, boxes, labels, guided, features; no CAM vs ReCAM: this run
+    # has no recam stage, and the page says so.
+    assert pictures[0] == "legend.png" and len(pictures) == 1 + 5 * len(results["images"])
+    assert results["cam_vs_recam"] == [] and "the recam stage is not finished" in page
     for picture in pictures:
         with Image.open(folder / picture) as image:
             assert image.mode == "RGB" and image.width > 32

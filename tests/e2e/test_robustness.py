@@ -60,6 +60,7 @@ BAD_OVERRIDES = [
     (["stage=seg", "seg.arch=deeplabv9"], "seg.arch='deeplabv9'"),
     (["stage=all", "stage.steps=[recam,seeds/recm]"], "seeds/recm"),
     (["stage=visualize", "visualize.methods=[cam,cam]"], "visualize.methods"),
+    (["stage=visualize", "visualize.font_size=4"], "visualize.font_size=4"),
 ]
 
 
