@@ -150,7 +150,9 @@ class DatasetConfig:
 class ModelConfig:
     name: str = "resnet50_cam"
     arch: str = "resnet50"  # any torchvision ResNet: resnet18/34/50/101/152
-    pretrained: str = "imagenet"  # imagenet | none | synthetic (stage=pretrain's cached backbone) | path to a state_dict (.pth)
+    pretrained: str = (
+        "imagenet"  # imagenet | none | synthetic (stage=pretrain's cached backbone) | path to a state_dict (.pth)
+    )
     output_stride: int = 16  # 16: layer4 stride 1, no dilation (reference); 8: dilated layer3/4
     freeze_upto: str = "conv1"  # conv1 (ReCAM) | layer2 (IRN repo) | none
     fixed_bn: bool = True  # BN always uses its running stats (reference); false trains BN (from scratch)
@@ -184,6 +186,7 @@ class PretrainStage:
     pad: int = 6  # augmentation: random crop of the reflect-padded image + horizontal flip
     cache_dir: str = "data/pretrain"
     workers: int = 0  # rendering processes; 0 = one per core (<= 8)
+    channels_last: bool = True  # NHWC model and batches (CPU, 64 px: 1.4x the NCHW speed); not in the key
     log_every: int = 20
     amp: Optional[bool] = None  # autocast; None = runtime.amp
 
@@ -353,7 +356,9 @@ class SegStage:
     gt_split: str = "train"  # labels=gt: ids with a GT mask (VOC train: 1,464 in SegmentationClass)
     gt_folder: str = "SegmentationClass"  # labels=gt: mask folder under dataset.root; SegmentationClassAug + gt_split=train_aug = deeplab-pytorch's setting
     arch: str = "deeplabv2_resnet101"  # deeplabv2_resnet18/34/50/101/152 | deeplabv3_resnet50 | deeplabv3_resnet101
-    pretrained: str = "imagenet"  # backbone: imagenet | none | synthetic | cam (the cam stage's backbone) | a state_dict path
+    pretrained: str = (
+        "imagenet"  # backbone: imagenet | none | synthetic | cam (the cam stage's backbone) | a state_dict path
+    )
     #                                | advcam:<path> (the published caffe-layout ResNet-101 DeepLab init, recam/models/advcam.py)
     loss: str = "ce"  # ce (reference) | balanced (mean of the bg and fg pixel CEs, CLIMS / CLIP-ES)
     output_stride: int = 8  # 8 (reference) | 16 (deeplabv2 only)
@@ -460,7 +465,9 @@ class SpgStage:
     """SPG training (spg-spec.md §6 recipe; the network of recam/models/spg.py)."""
 
     arch: str = "inception_v3"  # inception_v3 (the reference) | resnet18/34/50/101/152 (same heads on our backbone)
-    pretrained: str = "imagenet"  # imagenet (torchvision file in the torch hub cache) | none | synthetic (ResNet) | a state_dict path
+    pretrained: str = (
+        "imagenet"  # imagenet (torchvision file in the torch hub cache) | none | synthetic (ResNet) | a state_dict path
+    )
     head_channels: int = 1024  # ResNet variant: fc6/fc7 width, >= 1 (Inception: fixed 1024)
     side_channels: int = 512  # ResNet variant: SPG-B/C width, >= 1 (Inception: fixed 512)
     output_stride: int = 16  # ResNet variant: 8 | 16

@@ -137,7 +137,9 @@ def run_stage(cfg: Config) -> dict:
 
     # The pretrain stage's folder is the shared cache under data/, keyed by its settings (unless
     # run.inputs.pretrain names another): `require("pretrain")` and the plan find it there.
-    cfg.run.inputs.setdefault("pretrain", str(cache_folder(cfg)))
+    if "pretrain" not in cfg.run.inputs:  # a copy: the caller's config is left as it was
+        inputs = {**cfg.run.inputs, "pretrain": str(cache_folder(cfg))}
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, inputs=inputs))
     device = setup_runtime(cfg.runtime)
     if name != "all":
         return call_stage(stages, name, cfg, device)

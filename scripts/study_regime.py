@@ -8,7 +8,9 @@ as ImageNet weights are). Finished runs are skipped (the pipeline's own up-to-da
 interrupted study resumes. Writes <out>/regime.json (every run) and <out>/regime.md (mean +- std
 over the seeds per setting).
 
-    python scripts/study_regime.py --settings base none os8 --seeds 0 1 2
+    python scripts/study_regime.py --settings base none lambda0.5 lambda2 scales3 --seeds 0 1 2
+
+Settings marked as sharing reuse the `base` run of the same seed (its classifier, or its models).
 """
 
 from __future__ import annotations
@@ -22,25 +24,55 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS = "[prepare,pretrain,cam,seeds/cam,eval_seeds/cam,recam,seeds/recam,eval_seeds/recam]"
+STEPS = {
+    None: "[prepare,pretrain,cam,seeds/cam,eval_seeds/cam,recam,seeds/recam,eval_seeds/recam]",
+    "cam": "[recam,seeds/recam,eval_seeds/recam]",  # a recam.* change: the base run's classifier
+    "models": "[seeds/cam,eval_seeds/cam,seeds/recam,eval_seeds/recam]",  # a seeds.* change: its models
+}
 # The study exports seeds of the evaluated split only (train, 320 images; the demo exports train_aug).
 COMMON = ["experiment=demo", "seeds.split=train"]
-SETTINGS: dict[str, list[str]] = {
-    "base": [],  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1
-    "none": ["model.pretrained=none", "model.fixed_bn=false", "cam.momentum=0.9", "cam.lr=0.01"],  # from scratch
-    "os8": ["model.output_stride=8"],
-    "crop96": ["cam.crop_size=96", "recam.crop_size=96", "cam.resize_long=[80,128]", "recam.resize_long=[80,128]"],
-    "crop160": ["cam.crop_size=160", "recam.crop_size=160", "cam.resize_long=[128,192]", "recam.resize_long=[128,192]"],
-    "lambda0.5": ["recam.loss_weight=0.5"],
-    "lambda2": ["recam.loss_weight=2.0"],
+# name: (overrides on experiment=demo, what it shares with the `base` run of the same seed)
+SETTINGS: dict[str, tuple[list[str], str | None]] = {
+    "base": ([], None),  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1, 4 scales
+    # from scratch: the earlier demo's recipe (trainable BN, momentum 0.9, lr 0.01, 9 epochs, recam lr 0.015)
+    "none": (
+        [
+            "model.pretrained=none",
+            "model.fixed_bn=false",
+            "cam.lr=0.01",
+            "cam.momentum=0.9",
+            "cam.epochs=9",
+            "recam.lr=0.015",
+        ],
+        None,
+    ),
+    "os8": (["model.output_stride=8"], None),
+    "crop96": (
+        ["cam.crop_size=96", "recam.crop_size=96", "cam.resize_long=[80,128]", "recam.resize_long=[80,128]"],
+        None,
+    ),
+    "lambda0.5": (["recam.loss_weight=0.5"], "cam"),
+    "lambda2": (["recam.loss_weight=2.0"], "cam"),
+    "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)
+    "scale2": (["seeds.scales=[2.0]"], "models"),  # the 2.0 scale alone: twice the CAM resolution
 }
 
 
-def run_one(name: str, overrides: list[str], seed: int, root: str) -> dict:
+def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[int, dict]) -> dict:
+    overrides, share = SETTINGS[name]
+    overrides = [*overrides, *extra]
     run_name = f"{name}-s{seed}"
+    base = f"{root}/base-s{seed}"
+    shared = []
+    if share is not None:
+        if seed not in base_rows:
+            raise SystemExit(f"study_regime: setting {name} reuses base-s{seed}: run --settings base first")
+        shared = [f"+run.inputs.prepare={base}/prepare", f"+run.inputs.cam={base}/cam"]
+        if share == "models":
+            shared.append(f"+run.inputs.recam={base}/recam")
     command = [
-        sys.executable, "-m", "recam.train", *COMMON, *overrides, "stage=all", f"stage.steps={STEPS}",
-        f"run.root={root}", f"run.name={run_name}", f"runtime.seed={seed}",
+        sys.executable, "-m", "recam.train", *COMMON, *overrides, "stage=all", f"stage.steps={STEPS[share]}",
+        f"run.root={root}", f"run.name={run_name}", f"runtime.seed={seed}", *shared,
         f"hydra.run.dir={root}/{run_name}/logs/study",
     ]  # fmt: skip
     started = time.time()
@@ -48,8 +80,13 @@ def run_one(name: str, overrides: list[str], seed: int, root: str) -> dict:
     summary = json.loads((REPO / root / run_name / "summary.json").read_text())
     row = {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(time.time() - started, 1)}
     for method in ("cam", "recam"):
+        if share == "cam" and method == "cam":
+            row[method] = base_rows[seed]["cam"]  # the same classifier and seeds as base
+            continue
         entry = summary[f"eval_seeds/{method}"]
-        row[method] = {k: entry[k] for k in ("miou", "threshold", "miou_fixed", "threshold_fixed", "miou_0.15", "miou_0.21")}
+        row[method] = {
+            k: entry[k] for k in ("miou", "threshold", "miou_fixed", "threshold_fixed", "miou_0.15", "miou_0.21")
+        }
     return row
 
 
@@ -67,7 +104,7 @@ def table(rows: list[dict]) -> str:
     ]
     for name in dict.fromkeys(r["setting"] for r in rows):
         group = [r for r in rows if r["setting"] == name]
-        get = lambda m, k: [r[m][k] for r in group]  # noqa: E731
+        get = lambda m, k, group=group: [r[m][k] for r in group]  # noqa: E731
         gain_best = [r["recam"]["miou"] - r["cam"]["miou"] for r in group]
         gain_fixed = [r["recam"]["miou_fixed"] - r["cam"]["miou_fixed"] for r in group]
         lines.append(
@@ -93,7 +130,8 @@ def main() -> None:
     rows = [r for r in previous if r["setting"] not in args.settings or r["seed"] not in args.seeds]
     for name in args.settings:
         for seed in args.seeds:
-            row = run_one(name, [*SETTINGS[name], *args.extra], seed, args.root)
+            base_rows = {r["seed"]: r for r in rows if r["setting"] == "base"}
+            row = run_one(name, args.extra, seed, args.root, base_rows)
             rows.append(row)
             print(
                 f"{name} seed {seed}: CAM {100 * row['cam']['miou']:.2f} (t {row['cam']['threshold']:.2f}), "

@@ -34,7 +34,7 @@ from recam.rundir import RunDir, stage_key
 from recam.stages.common import loader_generator, train_loader
 
 log = logging.getLogger(__name__)
-NOT_IN_KEY = ("cache_dir", "workers", "log_every")  # settings that do not change the weights
+NOT_IN_KEY = ("cache_dir", "workers", "log_every", "channels_last")  # settings that do not change the weights
 
 
 def pretrain_slice(cfg: Config) -> dict:
@@ -112,10 +112,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     loader = train_loader(train_set, stage.batch_size, runtime, device)
     val = DataLoader(val_set, batch_size=256, shuffle=False, generator=loader_generator(stage.seed))
     model = build_classifier(stage.arch, stage.num_classes).to(device)
-    if cfg.runtime.channels_last:
+    if stage.channels_last or cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         (no_decay if param.ndim == 1 else decay).append(param)  # no weight decay on BN and biases
     max_step = stage.epochs * len(loader)
     optimizer, scheduler = make_poly_sgd(
@@ -178,7 +178,10 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     }
     table = "# pretrain: the miniature world's ImageNet\n\n" + markdown_table(
         ["epoch", "train loss", "train top-1", "val loss", "val top-1", "images/s"],
-        [[h["epoch"], h["train_loss"], h["train_top1"], h["val_loss"], h["val_top1"], h["images_per_s"]] for h in history],
+        [
+            [h["epoch"], h["train_loss"], h["train_top1"], h["val_loss"], h["val_top1"], h["images_per_s"]]
+            for h in history
+        ],
     )
     rundir.finish(out, slice_, results, table)
     return results

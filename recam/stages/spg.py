@@ -22,7 +22,14 @@ from recam.io import markdown_table
 from recam.masks.guidance import spg_loss
 from recam.models.spg import SPGNet, build_spg, param_groups
 from recam.rundir import RunDir, config_slice
-from recam.stages.common import Prepared, eval_loader, load_prepared, pretrained_weights, tensorboard_writer, train_loader
+from recam.stages.common import (
+    Prepared,
+    eval_loader,
+    load_prepared,
+    pretrained_weights,
+    tensorboard_writer,
+    train_loader,
+)
 
 LOSS_PARTS = ("loss", "cls", "side4", "side3", "back")
 
