@@ -126,7 +126,7 @@ RW_BG  ?= 0.20,0.25,0.28,0.31,0.35
 endif
 
 sweep-lambda: install
-	$(RUN) stage=all 'stage.steps=[prepare,cam]'
+	$(RUN) stage=all 'stage.steps=[prepare,pretrain,cam]'
 	$(RUN) sweep=lambda recam.loss_weight=$(LAMBDAS) +run.inputs.prepare=$(BASE)/prepare +run.inputs.cam=$(BASE)/cam
 	$(RUN) stage=summary summary.runs=outputs/sweep_lambda summary.key=recam.loss_weight
 
@@ -150,7 +150,7 @@ viz: install
 	$(RUN) stage=visualize
 
 sweep-cam-methods: install
-	$(RUN) stage=all 'stage.steps=[prepare,cam]'
+	$(RUN) stage=all 'stage.steps=[prepare,pretrain,cam]'
 	$(RUN) stage=cam_methods
 
 # WSOL (docs/wsol.md): SPG training and seeds, box localization of every seed method, one table
@@ -168,7 +168,7 @@ eval_loc-cam: install
 	$(RUN) stage=eval_loc eval_loc.method=cam
 
 wsol: install
-	$(RUN) stage=all 'stage.steps=[prepare,cam,seeds/cam,eval_seeds/cam,eval_loc/cam,recam,seeds/recam,eval_seeds/recam,eval_loc/recam]'
+	$(RUN) stage=all 'stage.steps=[prepare,pretrain,cam,seeds/cam,eval_seeds/cam,eval_loc/cam,recam,seeds/recam,eval_seeds/recam,eval_loc/recam]'
 	$(RUN) stage=wsol
 
 # GT-free thresholds (docs/thresholds.md): selectors against the GT oracle on small synthetic runs

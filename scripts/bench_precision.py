@@ -81,7 +81,7 @@ def main() -> None:
     ]
     fp32 = root / "outputs" / "fp32"
     shared = [f"+run.inputs.{s}={fp32 / s}" for s in ("prepare", "cam", "recam")]
-    for stage in ("prepare", "cam", "recam"):
+    for stage in ("prepare", "pretrain", "cam", "recam"):
         run([*common, "run.name=fp32", f"stage={stage}"])
     report: dict = {"device": args.device, "cam_epochs": args.cam_epochs, "recam_epochs": args.recam_epochs}
     for method in ("cam", "recam"):

@@ -90,10 +90,12 @@ def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[i
     return row
 
 
-def _stat(values: list[float]) -> str:
+def _stat(values: list[float], percent: bool = True) -> str:
+    """mean ± sample std (0 for one seed), in points when `percent` (mIoU fractions), else as is (t)."""
+    scale, digits = (100, 2) if percent else (1, 2)
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{100 * mean:.2f} ± {100 * std:.2f}" if abs(mean) <= 1 else f"{mean:.2f} ± {std:.2f}"
+    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
 
 
 def table(rows: list[dict]) -> str:
@@ -108,8 +110,8 @@ def table(rows: list[dict]) -> str:
         gain_best = [r["recam"]["miou"] - r["cam"]["miou"] for r in group]
         gain_fixed = [r["recam"]["miou_fixed"] - r["cam"]["miou_fixed"] for r in group]
         lines.append(
-            f"| {name} | {len(group)} | {_stat(get('cam', 'threshold')).replace(' ± ', ' ± ')} "
-            f"| {_stat(get('cam', 'miou'))} | {_stat(get('recam', 'threshold'))} | {_stat(get('recam', 'miou'))} "
+            f"| {name} | {len(group)} | {_stat(get('cam', 'threshold'), False)} "
+            f"| {_stat(get('cam', 'miou'))} | {_stat(get('recam', 'threshold'), False)} | {_stat(get('recam', 'miou'))} "
             f"| {_stat(gain_best)} | {_stat(get('cam', 'miou_fixed'))} | {_stat(get('recam', 'miou_fixed'))} "
             f"| {_stat(gain_fixed)} |"
         )

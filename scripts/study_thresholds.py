@@ -37,7 +37,18 @@ REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"r18_e10": ["cam.epochs=10"], "r18_e5": ["cam.epochs=5"]}
 # The spec's VOC values, for comparison: what a user without masks would otherwise take.
 REFERENCE_T = {"seeds/cam": 0.15, "seeds/recam": 0.21, "masks/crf": 0.15, "masks/irn": 0.28}
-STEPS = ["prepare", "cam", "seeds/cam", "recam", "seeds/recam", "ir_labels", "irn", "masks/crf", "masks/irn"]
+STEPS = [
+    "prepare",
+    "pretrain",
+    "cam",
+    "seeds/cam",
+    "recam",
+    "seeds/recam",
+    "ir_labels",
+    "irn",
+    "masks/crf",
+    "masks/irn",
+]
 
 
 def compose(overrides: list[str]):

@@ -35,3 +35,22 @@ def test_images_are_deterministic_single_label_and_cycle_the_classes() -> None:
 def test_images_vary_across_the_set() -> None:
     images = np.stack([render_image(1, "train", i, 8, 64)[0] for i in range(8)]).astype(np.float32)
     assert images.std(axis=0).mean() > 20  # varied images (backgrounds, objects, clutter)
+
+
+def test_regime_checks_read_the_targets_from_the_summary() -> None:
+    from recam.stages.report import regime_checks
+
+    summary = {
+        "eval_seeds/cam": {"miou": 0.48, "threshold": 0.15, "miou_fixed": 0.48, "threshold_fixed": 0.15},
+        "eval_seeds/recam": {"miou": 0.55, "threshold": 0.21, "miou_fixed": 0.549, "threshold_fixed": 0.21},
+        "eval_masks/irn": {"miou": 0.71, "miou_fixed": 0.70},
+        "eval_seg/pseudo": {"miou": 0.66},
+        "eval_seg/gt": {"miou": 0.76},
+    }
+    rows = regime_checks(summary)
+    assert [r[2] for r in rows] == ["yes"] * 5
+    assert rows[1][1] == "+7.00 points" and rows[4][1] == "86.8 %"
+    summary["eval_seeds/cam"]["threshold"] = 0.72
+    summary["eval_seg/pseudo"]["miou"] = 0.5
+    assert [r[2] for r in regime_checks(summary)] == ["no", "yes", "yes", "yes", "no"]
+    assert regime_checks({}) == []
