@@ -55,6 +55,7 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "lambda2": (["recam.loss_weight=2.0"], "cam"),
     "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)
     "scale2": (["seeds.scales=[2.0]"], "models"),  # the 2.0 scale alone: twice the CAM resolution
+    "w_only": (["seeds.use_fused_weight=false"], "models"),  # ReCAM's backbone with W alone (the COCO variant)
 }
 
 
