@@ -49,9 +49,9 @@ WITHOUT_BOXES = ("coco14", "folder")
 
 
 def plan_steps(selected: list[str], dataset: str | None = None, pretrain: bool = False) -> list[tuple[str, dict]]:
-    """PLAN (without the box steps for a dataset that has no boxes, without `pretrain` unless a
-    stage loads its backbone: `pretrain`), or the steps of it named in `selected` (stage.steps),
-    in plan order."""
+    """PLAN, or the steps of it named in `selected` (stage.steps), in plan order; without the box
+    steps for a dataset that has no boxes, and without `pretrain` unless `pretrain` is true (some
+    `*.pretrained` is synthetic)."""
     plan = [
         entry
         for entry in PLAN

@@ -93,10 +93,10 @@ def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[i
 
 def _stat(values: list[float], percent: bool = True) -> str:
     """mean ± sample std (0 for one seed), in points when `percent` (mIoU fractions), else as is (t)."""
-    scale, digits = (100, 2) if percent else (1, 2)
+    scale = 100 if percent else 1
     mean = statistics.fmean(values)
     std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{scale * mean:.{digits}f} ± {scale * std:.{digits}f}"
+    return f"{scale * mean:.2f} ± {scale * std:.2f}"
 
 
 def table(rows: list[dict]) -> str:
