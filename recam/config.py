@@ -255,6 +255,12 @@ class SeedsStage:
     # passes over the activations (CPU time 0.89-0.93x, docs/performance.md), float rounding only
     # (max abs diff to the reference 2e-6 on maps in [0, 1)). Speed only: not part of the stage key.
     fold_bn: bool = True
+    # Decode once on the host, then rescale every scale on the export's device (torch bicubic with
+    # antialias, rounded to grey levels, normalised in float32) instead of PIL's bicubic on the host:
+    # one uint8 copy per image reaches the device instead of a float32 tensor per scale. Not the
+    # reference's pixels (torch and PIL round differently: +-1 grey level on ~10 % of the pixels of
+    # a rescaled image, docs/performance.md), so true enters the stage key; false = the reference path.
+    resize_on_device: bool = False
 
 
 @dataclass

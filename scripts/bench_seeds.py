@@ -7,6 +7,7 @@ Random-weight network (the speed does not depend on the weights), random images 
     python scripts/bench_seeds.py                        # CPU, resnet18, 160x128 images
     python scripts/bench_seeds.py --arch resnet50 --voc  # VOC sizes (GPU recommended), add --amp on CUDA
     python scripts/bench_seeds.py --reference --threads 2 --images 6 --rounds 2   # vs make_cam, ~430x400
+    python scripts/bench_seeds.py --preprocess --threads 1   # host PIL scales vs seeds.resize_on_device
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from recam.data.datasets import collate_multiscale, multiscale_inputs, size_buckets
+from recam.data import transforms as T
+from recam.data.datasets import collate_multiscale, device_multiscale, multiscale_inputs, size_buckets
 from recam.models.cam_net import build_cam_net
 from recam.stages.seeds import export_batch
 
@@ -239,6 +241,56 @@ def compare_reference(args: argparse.Namespace) -> None:
     print(json.dumps(result, indent=2))
 
 
+def compare_preprocess(args: argparse.Namespace) -> None:
+    """The multi-scale inputs of one VOC-sized image: the host path (PIL bicubic per scale, float64
+    normalisation, one float32 tensor per scale to copy) against `device_multiscale` (one uint8
+    copy, torch's antialiased bicubic where the network runs), per image, and how far the pixels move."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    rng = np.random.default_rng(0)
+    scales = [1.0, 0.5, 1.5, 2.0]
+    # smooth images (a coarse random field upscaled), closer to photographs than white noise
+    images = [T.pil_resize(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8), (375, 500)) for _ in range(args.images)]
+
+    def host(image: np.ndarray) -> list[torch.Tensor]:
+        return [x.to(device) for x in multiscale_inputs(image, scales, MEAN, STD)]
+
+    def on_device(image: np.ndarray) -> list[torch.Tensor]:
+        return device_multiscale(torch.from_numpy(T.to_chw(image))[None].to(device), scales, MEAN, STD)
+
+    def timed(fn) -> float:
+        fn(images[0])  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for image in images:
+            fn(image)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return (time.perf_counter() - started) / len(images)
+
+    rounds = [(timed(host), timed(on_device)) for _ in range(args.rounds)]
+    grey = 1 / 255 / min(STD)
+    diffs = [(d[0] - h).abs() for image in images[:2] for h, d in zip(host(image), on_device(image))]
+    result = {
+        "device": str(device),
+        "torch_threads": torch.get_num_threads(),
+        "image": [375, 500],
+        "scales": scales,
+        "images": args.images,
+        "host_ms_per_image": [round(1000 * h, 2) for h, _ in rounds],
+        "on_device_ms_per_image": [round(1000 * d, 2) for _, d in rounds],
+        "speedup": [round(h / d, 2) for h, d in rounds],
+        "bytes_copied_per_image_host": int(sum(4 * 3 * np.prod(T.scaled_size(375, 500, s)) for s in scales)),
+        "bytes_copied_per_image_on_device": 375 * 500 * 3,
+        "max_diff_grey_levels": round(max(float(d.max()) for d in diffs) / grey, 3),
+        "fraction_of_values_moved": round(float(np.mean([float((d > grey / 2).float().mean()) for d in diffs])), 4),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="resnet18")
@@ -254,7 +306,13 @@ def main() -> None:
     parser.add_argument(
         "--variants", nargs="*", default=["ours_nchw", "ours_channels_last", "ours_channels_last_folded_bn"]
     )
+    parser.add_argument("--preprocess", action="store_true", help="host PIL scales vs seeds.resize_on_device")
     args = parser.parse_args()
+    if args.preprocess:
+        if args.out == "bench/seeds.json":
+            args.out = "bench/seeds_preprocess.json"
+        compare_preprocess(args)
+        return
     if args.reference:
         if args.arch == "resnet18":
             args.arch = "resnet50"

@@ -300,23 +300,25 @@ def main() -> None:
     # The seed export again on val: AMP off/on x size-bucketed / one image at a time, each in its own run.
     bench = root / "outputs" / "bench"
     inputs = [f"+run.inputs.{s}={bench / s}" for s in ("prepare", "cam", "recam")]
-    for amp in (False, True):
-        for bucket in (8, 1):
-            name = f"seeds_val_amp{'on' if amp else 'off'}_bucket{bucket}"
-            records[name] = measure(
-                name,
-                [
-                    *base,
-                    *inputs,
-                    f"run.name={name}",
-                    "stage=seeds",
-                    "seeds.method=recam",
-                    "seeds.split=val",
-                    f"seeds.amp={str(amp).lower()}",
-                    f"seeds.bucket_size={bucket}",
-                ],
-                sampler,
-            )
+    # and once more with every scale made on the GPU from one uint8 copy (seeds.resize_on_device)
+    for amp, bucket, on_device in [(False, 8, False), (False, 1, False), (True, 8, False), (True, 1, False),
+                                   (False, 8, True)]:  # fmt: skip
+        name = f"seeds_val_amp{'on' if amp else 'off'}_bucket{bucket}" + ("_resize_on_device" if on_device else "")
+        records[name] = measure(
+            name,
+            [
+                *base,
+                *inputs,
+                f"run.name={name}",
+                "stage=seeds",
+                "seeds.method=recam",
+                "seeds.split=val",
+                f"seeds.amp={str(amp).lower()}",
+                f"seeds.bucket_size={bucket}",
+                f"seeds.resize_on_device={str(on_device).lower()}",
+            ],
+            sampler,
+        )
     for name, extra in [
         ("ir_labels", ["stage=ir_labels"]),
         ("irn", ["stage=irn"]),

@@ -31,6 +31,20 @@ STEPS = {
 }
 # The study exports seeds of the evaluated split only (train, 320 images; the demo exports train_aug).
 COMMON = ["experiment=demo", "seeds.split=train"]
+
+
+def _resolution(r: float) -> list[str]:
+    """Overrides that run cam, recam and the seeds at r x the demo's resolution (crop 128, resize_long
+    [112, 160], seed scales 1.0 / 0.5 / 1.5 / 2.0): the feature maps grow by r in each direction."""
+    crop, low, high = round(128 * r), round(112 * r), round(160 * r)
+    scales = ",".join(f"{s * r:g}" for s in (1.0, 0.5, 1.5, 2.0))
+    return [
+        *(f"{stage}.crop_size={crop}" for stage in ("cam", "recam")),
+        *(f"{stage}.resize_long=[{low},{high}]" for stage in ("cam", "recam")),
+        f"seeds.scales=[{scales}]",
+    ]
+
+
 # name: (overrides on experiment=demo, what it shares with the `base` run of the same seed)
 SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "base": ([], None),  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1, 4 scales
@@ -47,10 +61,9 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
         None,
     ),
     "os8": (["model.output_stride=8"], None),
-    "crop96": (
-        ["cam.crop_size=96", "recam.crop_size=96", "cam.resize_long=[80,128]", "recam.resize_long=[80,128]"],
-        None,
-    ),
+    # the crop axis: the whole chain at r x the demo's resolution (crop 128 r, resize_long [112, 160] r,
+    # the 4 seed scales r), r = 0.75 / 1.5 / 2: the images are scaled, not a bigger window on the same pixels
+    **{name: (_resolution(r), None) for name, r in (("crop96", 0.75), ("crop192", 1.5), ("crop256", 2.0))},
     "lambda0.5": (["recam.loss_weight=0.5"], "cam"),
     "lambda2": (["recam.loss_weight=2.0"], "cam"),
     "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)

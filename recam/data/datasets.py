@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -88,9 +89,11 @@ class MultiScaleDataset(Dataset):
     """
 
     def __init__(self, root: str, ids: Sequence[str], labels: dict[str, np.ndarray],
-                 scales: Sequence[float], mean: Sequence[float], std: Sequence[float]) -> None:
+                 scales: Sequence[float], mean: Sequence[float], std: Sequence[float],
+                 on_device: bool = False) -> None:
         self.root, self.ids, self.labels = root, list(ids), labels
         self.scales, self.mean, self.std = tuple(scales), tuple(mean), tuple(std)
+        self.on_device = on_device  # "images" = [the decoded (3, H, W) uint8 image]: `device_multiscale` rescales
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -99,7 +102,8 @@ class MultiScaleDataset(Dataset):
         image_id = self.ids[index]
         image = read_image(self.root, image_id)
         return {"id": image_id, "size": image.shape[:2], "label": self.labels[image_id].astype(np.float32),
-                "images": multiscale_inputs(image, self.scales, self.mean, self.std)}
+                "images": [torch.from_numpy(T.to_chw(image))] if self.on_device
+                else multiscale_inputs(image, self.scales, self.mean, self.std)}
 
 
 def multiscale_inputs(image: np.ndarray, scales: Sequence[float], mean: Sequence[float],
@@ -108,6 +112,28 @@ def multiscale_inputs(image: np.ndarray, scales: Sequence[float], mean: Sequence
     rescale to round-half-even sizes, skipped for scale 1; spec §1.6)."""
     return [torch.from_numpy(T.to_chw(T.normalize(image if scale == 1.0 else T.pil_rescale(image, scale), mean, std)))
             for scale in scales]
+
+
+def device_multiscale(images: torch.Tensor, scales: Sequence[float], mean: Sequence[float],
+                      std: Sequence[float]) -> list[torch.Tensor]:
+    """(n, 3, H, W) uint8 on any device -> one normalised (n, 3, Hs, Ws) float32 batch per scale,
+    computed where `images` lie: `multiscale_inputs` with torch's antialiased bicubic (PIL's kernel,
+    a = -0.5) rounded to grey levels, and the normalisation in float32. The sizes are the
+    reference's; the pixels of a rescaled image differ from PIL's by at most a grey level or two
+    (rounding), scale 1 is equal to float32 rounding."""
+    height, width = images.shape[-2:]
+    pixels = images.float()
+    mean_t = torch.tensor(mean, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std_t = torch.tensor(std, device=images.device, dtype=torch.float32).view(1, 3, 1, 1)
+    out = []
+    for scale in scales:
+        size = T.scaled_size(height, width, scale)
+        x = pixels
+        if size != (height, width):
+            x = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False)
+            x = x.round_().clamp_(0, 255)
+        out.append((x / 255.0 - mean_t) / std_t)
+    return out
 
 
 def size_buckets(sizes: Sequence[tuple[int, int]], bucket_size: int) -> list[list[int]]:

@@ -73,41 +73,77 @@ def plot_curves(curves: dict[str, dict[float, float]], path: Path) -> bool:
     return True
 
 
-def regime_checks(summary: dict) -> list[list[str]]:
-    """The regime targets of issue 12 (docs/regime.md) from an experiment's summary entries:
-    [target, measured, met] for every target whose entries exist. Seed and mask figures are the
-    oracle's (best t on the evaluation GT) where marked, else at the fixed t."""
-    rows: list[list[str]] = []
+def regime_targets(summary: dict) -> list[dict]:
+    """The regime targets of issue 12 (docs/regime.md) from an experiment's summary entries: one
+    {target, value, measured, met} per target whose entries exist (`value`: the number compared, a
+    threshold, points or a fraction). Seed and mask figures are the oracle's (best t on the
+    evaluation GT) where marked, else at the fixed t."""
+    out: list[dict] = []
     cam, recam = summary.get("eval_seeds/cam"), summary.get("eval_seeds/recam")
     seg_pseudo, seg_gt = summary.get("eval_seg/pseudo"), summary.get("eval_seg/gt")
     masks = [e for k, e in summary.items() if k.startswith("eval_masks/") and "miou_fixed" in e]
     seeds = [e for e in (cam, recam) if e is not None]
 
-    def add(target: str, measured: str, met: bool) -> None:
-        rows.append([target, measured, "yes" if met else "no"])
+    def add(key: str, target: str, value: float, measured: str, met: bool) -> None:
+        out.append({"key": key, "target": target, "value": round(value, 6), "measured": measured, "met": bool(met)})
 
     if cam is not None:
-        add("CAM seeds' best t in [0.10, 0.35]", f"t = {cam['threshold']:.2f}", 0.10 <= cam["threshold"] <= 0.35)
+        t = cam["threshold"]
+        add("cam_best_t", "CAM seeds' best t in [0.10, 0.35]", t, f"t = {t:.2f}", 0.10 <= t <= 0.35)
     if cam is not None and recam is not None:
         best = 100 * (recam["miou"] - cam["miou"])
         fixed = 100 * (recam["miou_fixed"] - cam["miou_fixed"])
-        add("ReCAM - CAM seeds at their best t >= 2 points (oracle t)", f"{best:+.2f} points", best >= 2)
         add(
+            "gain_best_t",
+            "ReCAM - CAM seeds at their best t >= 2 points (oracle t)",
+            best,
+            f"{best:+.2f} points",
+            best >= 2,
+        )
+        add(
+            "gain_fixed_t",
             "ReCAM - CAM seeds at their fixed t >= 2 points",
+            fixed,
             f"{fixed:+.2f} points (t {recam['threshold_fixed']:.2f} / {cam['threshold_fixed']:.2f})",
             fixed >= 2,
         )
     if masks and seeds:
         mask, seed = max(e["miou_fixed"] for e in masks), max(e["miou"] for e in seeds)
         add(
+            "masks_minus_seeds",
             "masks above seeds (best mask at its set t vs best seeds at the oracle t)",
+            100 * (mask - seed),
             f"{100 * mask:.2f} vs {100 * seed:.2f}",
             mask > seed,
         )
     if seg_pseudo is not None and seg_gt is not None and seg_gt["miou"] > 0:
         ratio = seg_pseudo["miou"] / seg_gt["miou"]
-        add("DeepLab on pseudo masks >= 70 % of the GT upper bound", f"{100 * ratio:.1f} %", ratio >= 0.70)
-    return rows
+        add(
+            "seg_pseudo_over_gt",
+            "DeepLab on pseudo masks >= 70 % of the GT upper bound",
+            ratio,
+            f"{100 * ratio:.1f} %",
+            ratio >= 0.70,
+        )
+    return out
+
+
+def regime_checks(summary: dict) -> list[list[str]]:
+    """[target, measured, met] rows of `regime_targets` for the report's table."""
+    return [[r["target"], r["measured"], "yes" if r["met"] else "no"] for r in regime_targets(summary)]
+
+
+def regime_entry(summary: dict) -> dict | None:
+    """summary.json's `report/regime` entry: every target's value and verdict, and how many are met."""
+    targets = regime_targets(summary)
+    if not targets:
+        return None
+    return {
+        "targets_met": sum(r["met"] for r in targets),
+        "targets": len(targets),
+        **{r["key"]: r["value"] for r in targets},
+        "met": {r["key"]: r["met"] for r in targets},
+    }
 
 
 def write_report(cfg: Config, rundir: RunDir) -> str:
@@ -182,6 +218,8 @@ def write_report(cfg: Config, rundir: RunDir) -> str:
             "(optimistic), and at the fixed t (the headline). Segmentation (`eval_seg/*`): val mIoU of DeepLab "
             "trained on the pseudo masks or on the ground truth (upper bound), without and with dense CRF.",
         ]
+        if (regime_figures := regime_entry(summary)) is not None:
+            summary = rundir.rebuild_summary({"report/regime": regime_figures})  # the figures, for scripts
         if regime := regime_checks(summary):
             lines += [
                 "",

@@ -26,7 +26,7 @@ from recam.engine.progress import progress
 from recam.cams.fusion import CAM_STRIDE, fuse_flip, fuse_scales, keys_from_label, strided_size
 from recam.cams.methods import CAM_METHODS, compute_cams
 from recam.config import Config, SeedsStage
-from recam.data.datasets import MultiScaleDataset, collate_multiscale, image_size, size_buckets
+from recam.data.datasets import MultiScaleDataset, collate_multiscale, device_multiscale, image_size, size_buckets
 from recam.engine.checkpoint import check_class_names, load_checkpoint, load_model_state
 from recam.engine.distributed import is_main, rank, world_size
 from recam.engine.loop import autocast
@@ -197,6 +197,8 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         FAMILY_SETTINGS if stage.method in ("cam", "recam", "spg") else ()
     )
     slice_["seeds"] = {k: v for k, v in slice_["seeds"].items() if k not in ignored}
+    if not stage.resize_on_device:  # the reference's host path: the key of runs made before the switch existed
+        del slice_["seeds"]["resize_on_device"]
     amp = cfg.amp_for("seeds")
     if stage.method in (
         "cam",
@@ -223,14 +225,23 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         raise RecamInputError(f"recam: seeds.shard_index={shard} is outside 0..{shards - 1} (seeds.num_shards)")
     todo = [i for i in all_ids[shard::shards] if not readable(out / f"{i}.npz")]  # a damaged file is redone
     log.info("seeds/%s: %d of %d images to export (shard %d/%d)", stage.method, len(todo), len(all_ids), shard, shards)
-    dataset = MultiScaleDataset(data_cfg.root, todo, data.labels, stage.scales, data_cfg.mean, data_cfg.std)
+    dataset = MultiScaleDataset(
+        data_cfg.root, todo, data.labels, stage.scales, data_cfg.mean, data_cfg.std, on_device=stage.resize_on_device
+    )
     buckets = size_buckets([image_size(data_cfg.root, i) for i in todo], stage.bucket_size)
     loader = DataLoader(
-        dataset, batch_sampler=buckets, collate_fn=collate_multiscale, num_workers=cfg.runtime.num_workers
+        dataset,
+        batch_sampler=buckets,
+        collate_fn=collate_multiscale,
+        num_workers=cfg.runtime.num_workers,
+        pin_memory=device.type == "cuda",
     )
     high_dtype = np.dtype(stage.high_res_dtype)
 
     def export(batch: dict) -> list[dict[str, torch.Tensor]]:
+        if stage.resize_on_device:  # one uint8 copy to the device, every scale made there
+            pixels = batch["images"][0].to(device, non_blocking=True)
+            batch = {**batch, "images": device_multiscale(pixels, stage.scales, data_cfg.mean, data_cfg.std)}
         if stage.method == "spg":
             return export_batch_spg(model, batch, device, amp)
         if stage.method in ("cam", "recam"):

@@ -70,6 +70,9 @@ def gather(folder: Path, key: str | None = None) -> tuple[list[str], list[dict[s
             if "miou" not in values and "gt_known_loc" in values:  # eval_loc: boxes, no mIoU
                 row[f"{entry} (GT-known loc)"] = values["gt_known_loc"]
                 continue
+            if "miou" not in values and "targets_met" in values:  # report/regime: the issue-12 targets
+                row["regime targets met"] = f"{values['targets_met']}/{values['targets']}"
+                continue
             row[entry] = values.get("miou")
             if values.get("miou_fixed") is not None:
                 row[f"{entry} (fixed t)"] = values["miou_fixed"]

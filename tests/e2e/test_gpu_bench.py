@@ -39,6 +39,7 @@ def test_gpu_bench_tiny_runs_every_stage(tmp_path) -> None:
         "seg",
         "eval_seg",
         *[f"seeds_val_amp{a}_bucket{b}" for a in ("off", "on") for b in (8, 1)],
+        "seeds_val_ampoff_bucket8_resize_on_device",
     }
     assert set(stages) == expected
     assert all(r["ok"] for r in stages.values()), {n: r.get("error") for n, r in stages.items()}
@@ -56,3 +57,6 @@ def test_gpu_bench_tiny_runs_every_stage(tmp_path) -> None:
     for path in bucketed:
         alone = load_npz(outputs / "seeds_val_ampoff_bucket1" / "seeds" / "recam" / path.name)
         np.testing.assert_allclose(load_npz(path)["high_res"], alone["high_res"], rtol=1e-5, atol=1e-6)
+        # every scale made on the device: other grey levels (rounding), the same seeds to well under 0.05
+        on_device = load_npz(outputs / "seeds_val_ampoff_bucket8_resize_on_device" / "seeds" / "recam" / path.name)
+        assert np.abs(on_device["high_res"].astype(np.float32) - alone["high_res"].astype(np.float32)).max() < 0.05

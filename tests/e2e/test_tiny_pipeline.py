@@ -33,6 +33,11 @@ def test_all_stages_write_their_artifacts(tiny_all) -> None:
     for key in ("eval_seeds/cam", "eval_seeds/recam"):
         assert 0.0 <= summary[key]["miou"] <= 1.0
         assert 0.05 <= summary[key]["threshold"] <= 0.60
+    regime = summary["report/regime"]  # the issue-12 targets, as numbers (the report prints them)
+    assert regime["cam_best_t"] == summary["eval_seeds/cam"]["threshold"]
+    gain = 100 * (summary["eval_seeds/recam"]["miou"] - summary["eval_seeds/cam"]["miou"])
+    assert regime["gain_best_t"] == pytest.approx(gain, abs=1e-5) and regime["met"]["gain_best_t"] == (gain >= 2)
+    assert regime["targets_met"] == sum(regime["met"].values()) and regime["targets"] == len(regime["met"])
     report = (rundir.root / "report.md").read_text()
     results, timings = report.split("## Time per stage")
     assert results.count("| eval_seeds/") == 2 and results.count("| eval_masks/") == 2
@@ -144,6 +149,26 @@ def test_interrupted_seed_export_resumes_to_the_same_files(tiny_all, tmp_path) -
         again = load_npz(folder / name)
         for key in arrays:
             np.testing.assert_array_equal(again[key], arrays[key])
+
+
+def test_resize_on_device_enters_the_key_and_keeps_the_seeds_close(tiny_all, tmp_path) -> None:
+    """seeds.resize_on_device: off leaves the recorded key as before the switch existed; on re-runs
+    the export (other pixels) and the seeds stay within float noise of a grey level."""
+    cfg, _ = tiny_all
+    link_copy(Path(cfg.run.root) / "tiny", tmp_path / "copy")
+    overrides = [f"run.root={tmp_path}", "run.name=copy", f"dataset.root={cfg.dataset.root}", "debug=tiny"]
+    overrides += ["stage=seeds", "seeds.method=cam"]
+    folder = RunDir(compose_config(overrides).run).stage_dir("seeds", "cam")
+    assert "resize_on_device" not in json.loads((folder / "config.json").read_text())["seeds"]
+    host = {p.name: load_npz(p) for p in sorted(folder.glob("*.npz"))}
+    run_stage(compose_config([*overrides, "seeds.resize_on_device=true"]))
+    assert json.loads((folder / "config.json").read_text())["seeds"]["resize_on_device"] is True
+    diffs = []
+    for name, arrays in host.items():
+        again = load_npz(folder / name)
+        np.testing.assert_array_equal(again["keys"], arrays["keys"])
+        diffs.append(np.abs(again["high_res"].astype(np.float32) - arrays["high_res"].astype(np.float32)).max())
+    assert 0 < max(diffs) < 0.05, max(diffs)
 
 
 def test_stage_before_its_inputs_names_the_missing_stage(tmp_path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from recam.data.pretrain_world import PARTS, SHAPES, TEXTURES, class_signatures, render_image, render_split
 
@@ -38,7 +39,7 @@ def test_images_vary_across_the_set() -> None:
 
 
 def test_regime_checks_read_the_targets_from_the_summary() -> None:
-    from recam.stages.report import regime_checks
+    from recam.stages.report import regime_checks, regime_entry
 
     summary = {
         "eval_seeds/cam": {"miou": 0.48, "threshold": 0.15, "miou_fixed": 0.48, "threshold_fixed": 0.15},
@@ -54,3 +55,15 @@ def test_regime_checks_read_the_targets_from_the_summary() -> None:
     summary["eval_seg/pseudo"]["miou"] = 0.5
     assert [r[2] for r in regime_checks(summary)] == ["no", "yes", "yes", "yes", "no"]
     assert regime_checks({}) == []
+    entry = regime_entry(summary)  # summary.json's report/regime: the numbers and verdicts
+    assert entry["targets_met"] == 3 and entry["targets"] == 5
+    assert entry["cam_best_t"] == 0.72 and entry["gain_best_t"] == pytest.approx(7.0)
+    assert entry["seg_pseudo_over_gt"] == pytest.approx(0.5 / 0.76, abs=1e-6)
+    assert entry["met"] == {
+        "cam_best_t": False,
+        "gain_best_t": True,
+        "gain_fixed_t": True,
+        "masks_minus_seeds": True,
+        "seg_pseudo_over_gt": False,
+    }
+    assert regime_entry({}) is None

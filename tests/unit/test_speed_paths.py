@@ -112,3 +112,33 @@ def test_folded_export_equals_the_plain_export() -> None:
     (folded,) = export_batch(folded_model, weight, batch, torch.device("cpu"), amp=False)
     for key in ("cam", "high_res"):
         torch.testing.assert_close(folded[key], plain[key], rtol=0, atol=2e-5)
+
+
+def test_device_multiscale_matches_the_host_path_to_a_grey_level() -> None:
+    """seeds.resize_on_device: the same sizes as PIL's path, the 1.0 scale equal, the rescaled
+    pixels within two grey levels of PIL's bicubic (rounding), and the seeds close."""
+    from recam.data import transforms as T
+    from recam.data.datasets import collate_multiscale, device_multiscale, multiscale_inputs
+    from recam.stages.seeds import export_batch
+
+    rng = np.random.default_rng(2)
+    coarse = rng.integers(0, 256, (6, 7, 3), dtype=np.uint8)  # a smooth image (PIL upscaled): natural statistics
+    image = T.pil_resize(coarse, (53, 61))
+    mean, std, scales = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], [1.0, 0.5, 1.5, 2.0]
+    host = multiscale_inputs(image, scales, mean, std)
+    pixels = torch.from_numpy(T.to_chw(image))[None]
+    device = device_multiscale(pixels, scales, mean, std)
+    grey = 1 / 255 / min(std)  # one grey level in normalised units
+    for scale, h, d in zip(scales, host, device):
+        assert d.shape[1:] == h.shape and d.dtype == torch.float32
+        diff = (d[0] - h).abs().max().item()
+        assert diff <= (1e-5 if scale == 1.0 else 2 * grey + 1e-5), (scale, diff)
+    torch.manual_seed(0)
+    model = _with_running_stats(build_cam_net(arch="resnet18", num_classes=4, pretrained="none"))
+    weight = model.classifier.weight.detach().flatten(1)
+    label = np.array([0, 1, 1, 0], np.float32)
+    item = {"id": "a", "size": image.shape[:2], "label": label}
+    (ref,) = export_batch(model, weight, collate_multiscale([{**item, "images": host}]), torch.device("cpu"), False)
+    (ours,) = export_batch(model, weight, {**collate_multiscale([{**item, "images": host}]), "images": device},
+                           torch.device("cpu"), False)  # fmt: skip
+    assert (ours["high_res"] - ref["high_res"]).abs().max().item() < 0.05
