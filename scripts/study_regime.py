@@ -28,6 +28,7 @@ STEPS = {
     None: "[prepare,pretrain,cam,seeds/cam,eval_seeds/cam,recam,seeds/recam,eval_seeds/recam]",
     "cam": "[recam,seeds/recam,eval_seeds/recam]",  # a recam.* change: the base run's classifier
     "models": "[seeds/cam,eval_seeds/cam,seeds/recam,eval_seeds/recam]",  # a seeds.* change: its models
+    "cam_seeds": "[seeds/recam,eval_seeds/recam]",  # a change of the ReCAM read-out only: also base's CAM seeds
 }
 # The study exports seeds of the evaluated split only (train, 320 images; the demo exports train_aug).
 COMMON = ["experiment=demo", "seeds.split=train"]
@@ -68,7 +69,10 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "lambda2": (["recam.loss_weight=2.0"], "cam"),
     "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)
     "scale2": (["seeds.scales=[2.0]"], "models"),  # the 2.0 scale alone: twice the CAM resolution
-    "w_only": (["seeds.use_fused_weight=false"], "models"),  # ReCAM's backbone with W alone (the COCO variant)
+    "w_only": (["seeds.use_fused_weight=false"], "cam_seeds"),  # ReCAM's backbone with W alone (the COCO variant)
+    # the backbone's own seed: base on a backbone pretrained from pretrain.seed 1 / 2 (its own cache file)
+    "pretrain1": (["pretrain.seed=1"], None),
+    "pretrain2": (["pretrain.seed=2"], None),
 }
 
 
@@ -82,7 +86,7 @@ def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[i
         if seed not in base_rows:
             raise SystemExit(f"study_regime: setting {name} reuses base-s{seed}: run --settings base first")
         shared = [f"+run.inputs.prepare={base}/prepare", f"+run.inputs.cam={base}/cam"]
-        if share == "models":
+        if share in ("models", "cam_seeds"):
             shared.append(f"+run.inputs.recam={base}/recam")
     command = [
         sys.executable, "-m", "recam.train", *COMMON, *overrides, "stage=all", f"stage.steps={STEPS[share]}",
@@ -94,7 +98,7 @@ def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[i
     summary = json.loads((REPO / root / run_name / "summary.json").read_text())
     row = {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(time.time() - started, 1)}
     for method in ("cam", "recam"):
-        if share == "cam" and method == "cam":
+        if share in ("cam", "cam_seeds") and method == "cam":
             row[method] = base_rows[seed]["cam"]  # the same classifier and seeds as base
             continue
         entry = summary[f"eval_seeds/{method}"]
