@@ -65,6 +65,8 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     # the crop axis: the whole chain at r x the demo's resolution (crop 128 r, resize_long [112, 160] r,
     # the 4 seed scales r), r = 0.75 / 1.5 / 2: the images are scaled, not a bigger window on the same pixels
     **{name: (_resolution(r), None) for name, r in (("crop96", 0.75), ("crop192", 1.5), ("crop256", 2.0))},
+    "recam12": (["recam.epochs=12"], "cam"),  # 3x the ReCAM steps (300): is V, trained from random, undertrained?
+    "recam12_w": (["recam.epochs=12", "seeds.use_fused_weight=false"], "cam"),  # both: 300 steps, W alone
     "lambda0.5": (["recam.loss_weight=0.5"], "cam"),
     "lambda2": (["recam.loss_weight=2.0"], "cam"),
     "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)
@@ -75,16 +77,21 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "pretrain2": (["pretrain.seed=2"], None),
 }
 
+# settings that share with another setting's run than `base` (its overrides are repeated in theirs)
+SHARES_FROM = {"crop256_w": "crop256"}
+SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], "seeds.use_fused_weight=false"], "cam_seeds")
+
 
 def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[int, dict]) -> dict:
     overrides, share = SETTINGS[name]
+    parent = SHARES_FROM.get(name, "base")
     overrides = [*overrides, *extra]
     run_name = f"{name}-s{seed}"
-    base = f"{root}/base-s{seed}"
+    base = f"{root}/{parent}-s{seed}"
     shared = []
     if share is not None:
         if seed not in base_rows:
-            raise SystemExit(f"study_regime: setting {name} reuses base-s{seed}: run --settings base first")
+            raise SystemExit(f"study_regime: setting {name} reuses {parent}-s{seed}: run --settings {parent} first")
         shared = [f"+run.inputs.prepare={base}/prepare", f"+run.inputs.cam={base}/cam"]
         if share in ("models", "cam_seeds"):
             shared.append(f"+run.inputs.recam={base}/recam")
@@ -99,7 +106,7 @@ def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[i
     row = {"setting": name, "seed": seed, "overrides": overrides, "seconds": round(time.time() - started, 1)}
     for method in ("cam", "recam"):
         if share in ("cam", "cam_seeds") and method == "cam":
-            row[method] = base_rows[seed]["cam"]  # the same classifier and seeds as base
+            row[method] = base_rows[seed]["cam"]  # the same classifier and seeds as its parent run
             continue
         entry = summary[f"eval_seeds/{method}"]
         row[method] = {
@@ -150,7 +157,7 @@ def main() -> None:
     rows = [r for r in previous if r["setting"] not in args.settings or r["seed"] not in args.seeds]
     for name in args.settings:
         for seed in args.seeds:
-            base_rows = {r["seed"]: r for r in rows if r["setting"] == "base"}
+            base_rows = {r["seed"]: r for r in rows if r["setting"] == SHARES_FROM.get(name, "base")}
             row = run_one(name, args.extra, seed, args.root, base_rows)
             rows.append(row)
             print(
