@@ -258,7 +258,7 @@ class SeedsStage:
     # Decode once on the host, then rescale every scale on the export's device (torch bicubic with
     # antialias, rounded to grey levels, normalised in float32) instead of PIL's bicubic on the host:
     # one uint8 copy per image reaches the device instead of a float32 tensor per scale. Not the
-    # reference's pixels (torch and PIL round differently: +-1 grey level on ~10 % of the pixels of
+    # reference's pixels (torch and PIL round differently: 1 grey level on ~16 % of the values of
     # a rescaled image, docs/performance.md), so true enters the stage key; false = the reference path.
     resize_on_device: bool = False
 

@@ -10,7 +10,8 @@ over the seeds per setting).
 
     python scripts/study_regime.py --settings base none lambda0.5 lambda2 scales3 --seeds 0 1 2
 
-Settings marked as sharing reuse the `base` run of the same seed (its classifier, or its models).
+Settings marked as sharing reuse the run of the same seed of their parent (`base`, or the one in
+SHARES_FROM): its classifier, its models, or its models and CAM seeds.
 """
 
 from __future__ import annotations
