@@ -93,6 +93,13 @@ def test_default_sweeps_are_the_protocol_range() -> None:
     assert demo.eval_seeds.sweep == [0.05, 0.95, 0.01]
 
 
+def test_the_demo_reads_recam_out_with_w_alone_and_the_paper_with_the_fused_weight() -> None:
+    # docs/regime.md: at the demo's resolution W (.) V seeds lose to CAM by 9 points, W alone by 3
+    assert compose_config(["experiment=demo"]).seeds.use_fused_weight is False
+    assert compose_config(["experiment=voc12_paper"]).seeds.use_fused_weight is True
+    assert compose_config(["experiment=demo_auto"]).seeds.use_fused_weight is False
+
+
 def test_the_alternative_deeplab_schedule() -> None:
     cfg = compose_config(["experiment=voc12_seg_30k"])
     assert (cfg.seg.batch_size, cfg.seg.iter_size, cfg.seg.iterations, cfg.seg.lr) == (10, 1, 30000, 2.5e-4)
