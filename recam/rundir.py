@@ -29,10 +29,12 @@ together agree.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import socket
 import time
@@ -87,6 +89,35 @@ def finished_folders(parent: Path) -> list[Path]:
     if not parent.is_dir():
         return []
     return sorted(p for p in parent.iterdir() if p.is_dir() and not is_side_folder(p) and read_done(p) is not None)
+
+
+@functools.cache
+def environment() -> dict[str, Any]:
+    """What produced a stage's files, written into DONE (not into the key): library versions, the CPU
+    model, the thread count and the GPU. Results differ by about a point across CPUs (other kernels,
+    other float order); two DONE files tell whether two runs can be compared digit for digit."""
+    import numpy
+    import PIL
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "pillow": PIL.__version__,
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
 
 
 def build_manifest(folder: Path) -> dict[str, int]:
@@ -328,6 +359,7 @@ class RunDir:
                 "seconds": round(time.time() - self.created, 1),
                 "key": stage_key(config_slice, self.used_inputs),
                 "manifest": build_manifest(path),
+                "environment": environment(),
             },
         )
         (path / "started.json").unlink(missing_ok=True)

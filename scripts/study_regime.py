@@ -10,6 +10,9 @@ over the seeds per setting).
 
     python scripts/study_regime.py --settings base none lambda0.5 lambda2 scales3 --seeds 0 1 2
 
+ReCAM seeds are read out with W (.) V (the VOC reference) unless a setting says otherwise
+(`w_only`, `w_lambda*`, `*_w`: W alone, the demo's read-out).
+
 Settings marked as sharing reuse the run of the same seed of their parent (`base`, or the one in
 SHARES_FROM): its classifier, its models, or its models and CAM seeds.
 """
@@ -47,6 +50,16 @@ def _resolution(r: float) -> list[str]:
     ]
 
 
+# ReCAM's read-out. The demo reads W alone (configs/experiment/demo.yaml, chosen from this study);
+# every setting that does not name it reads W (.) V, the VOC reference's, as the study always did.
+WALONE, FUSED = "seeds.use_fused_weight=false", "seeds.use_fused_weight=true"
+
+
+def with_read_out(overrides: list[str]) -> list[str]:
+    """`overrides` with the VOC reference's W (.) V read-out unless they choose one."""
+    return overrides if any(o.startswith("seeds.use_fused_weight=") for o in overrides) else [FUSED, *overrides]
+
+
 # name: (overrides on experiment=demo, what it shares with the `base` run of the same seed)
 SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "base": ([], None),  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1, 4 scales
@@ -78,6 +91,9 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     "pretrain2": (["pretrain.seed=2"], None),
 }
 
+# the demo's own read-out (W alone, since this study) with the lambdas of `make sweep-lambda`
+SETTINGS.update({f"w_lambda{w}": ([f"recam.loss_weight={w}", WALONE], "cam") for w in ("0.25", "0.5", "2.0")})
+
 # settings that share with another setting's run than `base` (its overrides are repeated in theirs)
 SHARES_FROM = {"crop256_w": "crop256"}
 SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], "seeds.use_fused_weight=false"], "cam_seeds")
@@ -86,7 +102,7 @@ SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], "seeds.use_fused_weight=false
 def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[int, dict]) -> dict:
     overrides, share = SETTINGS[name]
     parent = SHARES_FROM.get(name, "base")
-    overrides = [*overrides, *extra]
+    overrides = with_read_out([*overrides, *extra])
     run_name = f"{name}-s{seed}"
     base = f"{root}/{parent}-s{seed}"
     shared = []

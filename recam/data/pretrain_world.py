@@ -26,6 +26,7 @@ backbone.
 
 from __future__ import annotations
 
+import hashlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -274,6 +275,14 @@ def render_split(
                 if progress:
                     progress(task[3] - task[2])
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+def fingerprint(images: np.ndarray, labels: np.ndarray) -> str:
+    """sha256 (16 hex) of a rendered split's bytes and labels: two machines that print the same value
+    rendered the same world, so a difference in the trained backbone comes from the training."""
+    digest = hashlib.sha256(np.ascontiguousarray(images, dtype=np.uint8).tobytes())
+    digest.update(np.ascontiguousarray(labels, dtype=np.int64).tobytes())
+    return digest.hexdigest()[:16]
 
 
 def describe(num_classes: int, seed: int) -> list[dict]:

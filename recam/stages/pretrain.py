@@ -13,6 +13,7 @@ seconds per thousand); no image is cached, only the weights. Resume: `checkpoint
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 import os
 from pathlib import Path
@@ -23,7 +24,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 
 from recam.config import IMAGENET_MEAN, IMAGENET_STD, Config
-from recam.data.pretrain_world import VERSION, describe, render_split
+from recam.data.pretrain_world import VERSION, describe, fingerprint, render_split
 from recam.engine.checkpoint import save_checkpoint
 from recam.engine.loop import train_epochs
 from recam.engine.optim import make_poly_sgd
@@ -86,6 +87,15 @@ def build_classifier(arch: str, num_classes: int) -> torch.nn.Module:
     return RESNET_BUILDERS[arch](weights=None, num_classes=num_classes)
 
 
+def state_fingerprint(module: torch.nn.Module) -> str:
+    """sha256 (16 hex) of a module's parameters and buffers in state_dict order (float32 bytes)."""
+    digest = hashlib.sha256()
+    for name, value in module.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _render(cfg: Config, split: str, count: int) -> tuple[np.ndarray, np.ndarray]:
     stage = cfg.pretrain
     workers = stage.workers or min(os.cpu_count() or 1, 8)
@@ -112,6 +122,12 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
     loader = train_loader(train_set, stage.batch_size, runtime, device)
     val = DataLoader(val_set, batch_size=256, shuffle=False, generator=loader_generator(stage.seed))
     model = build_classifier(stage.arch, stage.num_classes).to(device)
+    # What a cross-machine comparison needs to tell the world, the start and the training apart.
+    fingerprints = {
+        "train_images": fingerprint(train_images, train_labels),
+        "val_images": fingerprint(val_images, val_labels),
+        "init_weights": state_fingerprint(model),
+    }
     if stage.channels_last or cfg.runtime.channels_last:
         model = model.to(memory_format=torch.channels_last)
     decay, no_decay = [], []
@@ -174,6 +190,7 @@ def run(cfg: Config, rundir: RunDir, device: torch.device) -> dict:
         "num_classes": stage.num_classes,
         "max_step": max_step,
         "seconds": round(sum(h["seconds"] for h in history), 1),
+        "fingerprints": {**fingerprints, "backbone": state_fingerprint(model)},
         "history": history,
     }
     table = "# pretrain: the miniature world's ImageNet\n\n" + markdown_table(

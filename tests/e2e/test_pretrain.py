@@ -59,6 +59,10 @@ def test_pretrain_writes_the_backbone_into_the_cache_keyed_by_its_settings(pretr
     assert "conv1.weight" in backbone and not any(k.startswith("fc.") for k in backbone)
     assert results["train_images"] == 48 and results["val_images"] == 12 and len(results["history"]) == 2
     assert 0.0 <= results["val_top1"] <= 1.0
+    # Fingerprints of the rendered world, the initial and the final weights (cross-machine comparisons).
+    prints = results["fingerprints"]
+    assert set(prints) == {"train_images", "val_images", "init_weights", "backbone"}
+    assert all(len(v) == 16 for v in prints.values()) and prints["init_weights"] != prints["backbone"]
     # The key covers what changes the weights, not where the cache is or how many processes render it.
     same = compose_config(_overrides(base, "stage=pretrain", "pretrain.workers=1", "pretrain.log_every=3"))
     assert cache_folder(same) == folder

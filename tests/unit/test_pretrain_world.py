@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from recam.data.pretrain_world import PARTS, SHAPES, TEXTURES, class_signatures, render_image, render_split
+from recam.data.pretrain_world import (
+    PARTS,
+    SHAPES,
+    TEXTURES,
+    class_signatures,
+    fingerprint,
+    render_image,
+    render_split,
+)
 
 
 def test_signatures_are_unique_and_stable_when_the_world_grows() -> None:
@@ -31,6 +39,16 @@ def test_images_are_deterministic_single_label_and_cycle_the_classes() -> None:
     images, labels = render_split(0, "train", 12, 50, 48)
     np.testing.assert_array_equal(images[5], a)
     np.testing.assert_array_equal(labels, np.arange(12))
+
+
+def test_the_fingerprint_names_the_rendered_bytes_not_the_process_count() -> None:
+    images, labels = render_split(0, "train", 600, 50, 16)
+    again, labels_again = render_split(0, "train", 600, 50, 16, workers=2)
+    assert fingerprint(images, labels) == fingerprint(again, labels_again)
+    moved = images.copy()
+    moved[3, 2, 1, 0] ^= 1  # one grey level of one pixel
+    assert fingerprint(moved, labels) != fingerprint(images, labels)
+    assert fingerprint(images, np.roll(labels, 1)) != fingerprint(images, labels)
 
 
 def test_images_vary_across_the_set() -> None:

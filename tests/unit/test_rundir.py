@@ -52,6 +52,9 @@ def test_first_run_writes_into_next_then_swaps_in(tmp_path) -> None:
         "x.bin": 1,
     }
     assert not (final / "started.json").exists()
+    # What produced the files, for comparisons across machines; not part of the key.
+    assert done["environment"]["torch"] == torch.__version__ and done["environment"]["cpu"]
+    assert done["environment"]["torch_threads"] == torch.get_num_threads()
 
 
 def test_a_changed_config_replaces_and_keeps_the_previous_outputs(tmp_path) -> None:
