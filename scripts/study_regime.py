@@ -92,7 +92,7 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
 }
 
 # the demo's own read-out (W alone, since this study) with the lambdas of `make sweep-lambda`
-SETTINGS.update({f"w_lambda{w}": ([f"recam.loss_weight={w}", WALONE], "cam") for w in ("0.25", "0.5", "2.0")})
+SETTINGS.update({f"w_lambda{w}": ([f"recam.loss_weight={w}", WALONE], "cam") for w in ("0.1", "0.25", "0.5", "2.0")})
 
 # settings that share with another setting's run than `base` (its overrides are repeated in theirs)
 SHARES_FROM = {"crop256_w": "crop256"}

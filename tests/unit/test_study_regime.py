@@ -12,7 +12,7 @@ from tests.conftest import compose_config
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
 from study_regime import COMMON, SETTINGS, with_read_out  # noqa: E402
 
-W_ALONE = {"w_only", "recam12_w", "crop256_w", "w_lambda0.25", "w_lambda0.5", "w_lambda2.0"}
+W_ALONE = {"w_only", "recam12_w", "crop256_w", "w_lambda0.1", "w_lambda0.25", "w_lambda0.5", "w_lambda2.0"}
 
 
 @pytest.mark.parametrize("name", sorted(SETTINGS))
