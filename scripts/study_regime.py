@@ -10,8 +10,8 @@ over the seeds per setting).
 
     python scripts/study_regime.py --settings base none lambda0.5 lambda2 scales3 --seeds 0 1 2
 
-ReCAM seeds are read out with W (.) V (the VOC reference) unless a setting says otherwise
-(`w_only`, `w_lambda*`, `*_w`: W alone, the demo's read-out).
+ReCAM is trained with lambda 1 and read out with W (.) V (the VOC reference) unless a setting says
+otherwise (`lambda*`; `w_only`, `w_lambda*`, `*_w`: W alone, the demo's read-out).
 
 Settings marked as sharing reuse the run of the same seed of their parent (`base`, or the one in
 SHARES_FROM): its classifier, its models, or its models and CAM seeds.
@@ -50,14 +50,17 @@ def _resolution(r: float) -> list[str]:
     ]
 
 
-# ReCAM's read-out. The demo reads W alone (configs/experiment/demo.yaml, chosen from this study);
-# every setting that does not name it reads W (.) V, the VOC reference's, as the study always did.
-WALONE, FUSED = "seeds.use_fused_weight=false", "seeds.use_fused_weight=true"
+# The study's reference point is the paper's VOC ReCAM: W (.) V read-out and lambda 1. The demo now
+# departs from both (W alone, lambda 0.25: configs/experiment/demo.yaml, chosen from this study), so
+# every setting that does not name one of these keys gets the VOC value, as the study always had.
+WALONE = "seeds.use_fused_weight=false"
+STUDY_DEFAULTS = {"seeds.use_fused_weight": "true", "recam.loss_weight": "1.0"}
 
 
-def with_read_out(overrides: list[str]) -> list[str]:
-    """`overrides` with the VOC reference's W (.) V read-out unless they choose one."""
-    return overrides if any(o.startswith("seeds.use_fused_weight=") for o in overrides) else [FUSED, *overrides]
+def with_study_defaults(overrides: list[str]) -> list[str]:
+    """`overrides` with the VOC reference's read-out and lambda for the keys they do not set."""
+    named = {o.split("=", 1)[0] for o in overrides}
+    return [*(f"{k}={v}" for k, v in STUDY_DEFAULTS.items() if k not in named), *overrides]
 
 
 # name: (overrides on experiment=demo, what it shares with the `base` run of the same seed)
@@ -102,7 +105,7 @@ SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], "seeds.use_fused_weight=false
 def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[int, dict]) -> dict:
     overrides, share = SETTINGS[name]
     parent = SHARES_FROM.get(name, "base")
-    overrides = with_read_out([*overrides, *extra])
+    overrides = with_study_defaults([*overrides, *extra])
     run_name = f"{name}-s{seed}"
     base = f"{root}/{parent}-s{seed}"
     shared = []
