@@ -65,7 +65,10 @@ def with_study_defaults(overrides: list[str]) -> list[str]:
 
 # name: (overrides on experiment=demo, what it shares with the `base` run of the same seed)
 SETTINGS: dict[str, tuple[list[str], str | None]] = {
-    "base": ([], None),  # the demo: synthetic pretraining, fixed BN, OS 16, crop 128, lambda 1, 4 scales
+    "base": (
+        [],
+        None,
+    ),  # the demo with the VOC ReCAM (W (.) V, lambda 1): synthetic pretraining, fixed BN, OS 16, crop 128
     # from scratch: the earlier demo's recipe (trainable BN, momentum 0.9, lr 0.01, 9 epochs, recam lr 0.015)
     "none": (
         [
@@ -83,12 +86,12 @@ SETTINGS: dict[str, tuple[list[str], str | None]] = {
     # the 4 seed scales r), r = 0.75 / 1.5 / 2: the images are scaled, not a bigger window on the same pixels
     **{name: (_resolution(r), None) for name, r in (("crop96", 0.75), ("crop192", 1.5), ("crop256", 2.0))},
     "recam12": (["recam.epochs=12"], "cam"),  # 3x the ReCAM steps (300): is V, trained from random, undertrained?
-    "recam12_w": (["recam.epochs=12", "seeds.use_fused_weight=false"], "cam"),  # both: 300 steps, W alone
+    "recam12_w": (["recam.epochs=12", WALONE], "cam"),  # both: 300 steps, W alone
     "lambda0.5": (["recam.loss_weight=0.5"], "cam"),
     "lambda2": (["recam.loss_weight=2.0"], "cam"),
     "scales3": (["seeds.scales=[1.0,0.5,1.5]"], "models"),  # the earlier demo's seed scales (no 2.0)
     "scale2": (["seeds.scales=[2.0]"], "models"),  # the 2.0 scale alone: twice the CAM resolution
-    "w_only": (["seeds.use_fused_weight=false"], "cam_seeds"),  # ReCAM's backbone with W alone (the COCO variant)
+    "w_only": ([WALONE], "cam_seeds"),  # ReCAM's backbone with W alone (the COCO variant)
     # the backbone's own seed: base on a backbone pretrained from pretrain.seed 1 / 2 (its own cache file)
     "pretrain1": (["pretrain.seed=1"], None),
     "pretrain2": (["pretrain.seed=2"], None),
@@ -99,7 +102,7 @@ SETTINGS.update({f"w_lambda{w}": ([f"recam.loss_weight={w}", WALONE], "cam") for
 
 # settings that share with another setting's run than `base` (its overrides are repeated in theirs)
 SHARES_FROM = {"crop256_w": "crop256"}
-SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], "seeds.use_fused_weight=false"], "cam_seeds")
+SETTINGS["crop256_w"] = ([*SETTINGS["crop256"][0], WALONE], "cam_seeds")
 
 
 def run_one(name: str, extra: list[str], seed: int, root: str, base_rows: dict[int, dict]) -> dict:
